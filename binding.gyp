@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "tinyvine_native",
+      "sources": [
+        "shared/native/crypto.c",
+        "shared/native/engine.c",
+        "shared/native/mss.c",
+        "shared/native/replay.c",
+        "shared/native/session.c",
+        "shared/native/tun.c",
+        "shared/native/udp.c"
+      ],
+      "defines": ["_GNU_SOURCE"],
+      "cflags": ["-O2", "-Wall", "-Wno-deprecated-declarations"],
+      "cflags_c": ["-std=gnu11"]
+    }
+  ]
+}

@@ -1,0 +1,134 @@
+// The FullVR's per-packet routing decision (DESIGN.md §5), run over whole batches.
+// It reads addresses straight out of the batch buffer and writes the verdict into the
+// batch's meta array: no allocation, no promise, no native call per packet.
+import { Action, DropReason, HEADROOM, Kind, M, META_FIELDS, SLOT_SIZE, type PacketBatch } from '../shared/packet-engine.js';
+import type { RoutingTables } from '../shared/routing-tables.js';
+
+/** What a session index stands for at this FullVR. */
+export const enum SessionKind {
+  NONE = 0,
+  MEMBER = 1, // a TinyVR
+  VR = 2, // another FullVR
+}
+
+export const ROUTE_DROP_REASONS = [
+  'unknown_source', // source not in the LNDT (DESIGN §5: else drop)
+  'spoofed_source', // source is an LNDT entry but not the one bound to this session/TUN
+  'no_route', // no GNDT entry for the destination in this network
+  'wrong_network', // destination is a member of another virtual network (isolation)
+  'not_member', // from a VR: destination is not a local member
+  'vr_unreachable', // GNDT names a VR we have no session with
+  'not_ip', // not an IPv4/IPv6 packet
+] as const;
+export type RouteDropReason = (typeof ROUTE_DROP_REASONS)[number];
+
+const enum D {
+  UNKNOWN_SOURCE = 0,
+  SPOOFED_SOURCE,
+  NO_ROUTE,
+  WRONG_NETWORK,
+  NOT_MEMBER,
+  VR_UNREACHABLE,
+  NOT_IP,
+}
+
+export class FullvrDatapath {
+  readonly sessionKind = new Uint8Array(65536);
+  /** For member sessions: the network they joined. */
+  readonly sessionNetwork = new Int32Array(65536);
+  /** VR id -> session index to send on (the newest established session). */
+  readonly vrSession = new Map<number, number>();
+  readonly drops = new Float64Array(ROUTE_DROP_REASONS.length);
+  /** Indices (into the current batch) of control messages and unknown-session drops. */
+  readonly controlSlots: Int32Array;
+  controlCount = 0;
+  readonly errorSlots: Int32Array;
+  errorCount = 0;
+  routed = 0;
+
+  constructor(
+    private tables: RoutingTables,
+    private selfId: number,
+    capacity: number,
+  ) {
+    this.controlSlots = new Int32Array(capacity);
+    this.errorSlots = new Int32Array(capacity);
+  }
+
+  dropCounters(): Record<string, number> {
+    const o: Record<string, number> = {};
+    ROUTE_DROP_REASONS.forEach((r, i) => (o[r] = this.drops[i]));
+    return o;
+  }
+
+  /** Decide for a batch read from the UDP socket (members and peer VRs). */
+  decideUdp(batch: PacketBatch, n: number): void {
+    const meta = batch.meta;
+    this.controlCount = 0;
+    this.errorCount = 0;
+    for (let i = 0; i < n; i++) {
+      const b = i * META_FIELDS;
+      const kind = meta[b + M.KIND];
+      if (kind === Kind.DATA) {
+        this.decideOne(batch, i, meta[b + M.SESSION]);
+        continue;
+      }
+      meta[b + M.ACTION] = Action.DROP;
+      if (kind === Kind.CONTROL) this.controlSlots[this.controlCount++] = i;
+      else if (kind === -DropReason.UNKNOWN_SESSION) this.errorSlots[this.errorCount++] = i;
+      // KEEPALIVE: the engine already refreshed the session's last-rx time.
+      else if (kind === Kind.KEEPALIVE) this.controlSlots[this.controlCount++] = i;
+    }
+  }
+
+  /** Decide for a batch read from the TUN (LAN hosts behind this FullVR). */
+  decideTun(batch: PacketBatch, n: number): void {
+    for (let i = 0; i < n; i++) this.decideOne(batch, i, -1);
+  }
+
+  private drop(meta: Int32Array, b: number, reason: D): void {
+    meta[b + M.ACTION] = Action.DROP;
+    this.drops[reason]++;
+  }
+
+  private decideOne(batch: PacketBatch, i: number, session: number): void {
+    const meta = batch.meta;
+    const b = i * META_FIELDS;
+    const buf = batch.buf;
+    const off = i * SLOT_SIZE + (session === -1 ? HEADROOM : meta[b + M.OFF]);
+    const v = buf[off] >> 4;
+    if ((v !== 4 && v !== 6) || meta[b + M.LEN] < (v === 4 ? 20 : 40)) return this.drop(meta, b, D.NOT_IP);
+    const t = this.tables;
+    const kind = session === -1 ? SessionKind.MEMBER : this.sessionKind[session];
+    let net: number;
+    if (kind === SessionKind.VR) {
+      net = meta[b + M.NETWORK];
+    } else if (kind === SessionKind.MEMBER) {
+      // From a TinyVR or a LAN host: the source must be an LNDT entry bound to where it came from.
+      const se = t.lndtLookupSrc(buf, off);
+      if (se < 0) return this.drop(meta, b, D.UNKNOWN_SOURCE);
+      if (t.lndtSession[se] !== (session === -1 ? 0 : session)) return this.drop(meta, b, D.SPOOFED_SOURCE);
+      net = t.lndtNetwork[se];
+    } else {
+      return this.drop(meta, b, D.UNKNOWN_SOURCE);
+    }
+    const de = t.lndtLookupDst(buf, off);
+    if (de >= 0) {
+      if (t.lndtNetwork[de] !== net) return this.drop(meta, b, D.WRONG_NETWORK);
+      meta[b + M.ACTION] = t.lndtSession[de]; // 0 = TUN (LAN), >0 = member session
+      meta[b + M.OUTNET] = net;
+      this.routed++;
+      return;
+    }
+    // A packet from a VR must end here (hop count ≤ 2 VRs); relaying is the queue-VR's job.
+    if (kind === SessionKind.VR) return this.drop(meta, b, D.NOT_MEMBER);
+    const vr = t.gndtLookupDst(net, buf, off);
+    if (vr < 0) return this.drop(meta, b, D.NO_ROUTE);
+    if (vr === this.selfId) return this.drop(meta, b, D.NOT_MEMBER);
+    const s = this.vrSession.get(vr);
+    if (s === undefined) return this.drop(meta, b, D.VR_UNREACHABLE);
+    meta[b + M.ACTION] = s;
+    meta[b + M.OUTNET] = net;
+    this.routed++;
+  }
+}

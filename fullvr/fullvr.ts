@@ -1,0 +1,336 @@
+// A FullVR: one UDP port for TinyVRs and peer FullVRs, the routing tables, and an
+// optional TUN through which hosts on its LAN (running no TinyViNe software) reach the overlay.
+import type { Server } from 'node:http';
+import { parseEndpoint } from '../shared/cidr.js';
+import { consumeInit, HandshakeError, InitReplayGuard, loadPrivateKey, publicKeyOf, loadPublicKey, type StaticKey } from '../shared/handshake.js';
+import { log } from '../shared/log.js';
+import { checkRoot, checkTunDevice, NetChanges } from '../shared/os-net.js';
+import {
+  AuthMode,
+  HEADROOM,
+  HEADER_LEN,
+  Kind,
+  M,
+  META_FIELDS,
+  PacketBatch,
+  PacketEngine,
+  SLOT_SIZE,
+  closeFd,
+  monotonicMs,
+  openTun,
+  openUdp,
+} from '../shared/packet-engine.js';
+import { makePump } from '../shared/pump.js';
+import { RoutingTables } from '../shared/routing-tables.js';
+import { SessionIndexAllocator } from '../shared/session-index.js';
+import { startStatusServer } from '../shared/status-server.js';
+import { UserError } from '../shared/user-error.js';
+import { MsgType, decodeError, encodeError } from '../shared/wire.js';
+import { authModeOf, strongestMode, tunMtu } from '../shared/auth-mode.js';
+import type { FullvrConfig } from './config.js';
+import { FullvrDatapath, SessionKind } from './datapath.js';
+import { Members } from './members.js';
+import { Peers } from './peers.js';
+import { StaticTokens, type TokenVerifier } from './tokens.js';
+
+const BATCH = 64;
+/** Sentinel session index in a refusal RESP: no session was created. */
+const NO_SESSION = 0xffffffff;
+
+export class FullVR {
+  readonly tables = new RoutingTables();
+  readonly datapath: FullvrDatapath;
+  readonly members: Members;
+  peers!: Peers;
+  readonly staticKey: StaticKey;
+  readonly publicKey: string;
+  private indices = new SessionIndexAllocator();
+  private engine!: PacketEngine;
+  private udpBatch = new PacketBatch(BATCH);
+  private tunBatch = new PacketBatch(BATCH);
+  private net = new NetChanges();
+  private timers: NodeJS.Timeout[] = [];
+  private statusServer: Server | null = null;
+  private guard = new InitReplayGuard();
+  private errorBudget = 100;
+  private counters = { joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
+  private readonly mtu: number;
+  private readonly peerMode: AuthMode;
+  private stopped = false;
+
+  constructor(
+    private cfg: FullvrConfig,
+    tokens?: TokenVerifier,
+  ) {
+    this.staticKey = loadPrivateKey(cfg.privateKey);
+    this.publicKey = publicKeyOf(this.staticKey);
+    const listen = parseEndpoint(cfg.listen);
+    this.mtu = tunMtu(cfg.pathMtu, listen.host.includes(':') ? 6 : 4);
+    const networks = new Map(cfg.networks.map((n) => [n.id, n]));
+    for (const n of cfg.networks) this.tables.setGndt(n.id, n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })));
+    for (const n of cfg.networks) for (const p of n.lan ?? []) this.tables.addLanPrefix(p, n.id);
+    for (const p of cfg.peers) {
+      const ep = parseEndpoint(p.endpoint);
+      this.tables.setPeer(p.id, { host: ep.host, port: ep.port, publicKey: p.publicKey });
+    }
+    this.datapath = new FullvrDatapath(this.tables, cfg.id, BATCH);
+    this.members = new Members(cfg.id, networks, this.tables, tokens ?? new StaticTokens(cfg.tokens), this.mtu);
+    // One session per peer carries every network, so it uses the strongest mode any of them asks for.
+    this.peerMode = strongestMode(cfg.networks.map((n) => authModeOf(n.auth)));
+  }
+
+  get lanPrefixes(): string[] {
+    return this.cfg.networks.flatMap((n) => n.lan ?? []);
+  }
+
+  async start(): Promise<void> {
+    const listen = parseEndpoint(this.cfg.listen);
+    const needTun = this.lanPrefixes.length > 0;
+    if (needTun) {
+      checkRoot('a FullVR serving a LAN');
+      checkTunDevice();
+    }
+    let udpFd = -1;
+    let tunFd = -1;
+    try {
+      udpFd = openUdp(listen.host, listen.port).fd;
+      if (needTun) {
+        const tun = openTun(this.cfg.tun?.name ?? 'tvn0');
+        tunFd = tun.fd;
+        this.setupLan(tun.name);
+      }
+      this.engine = new PacketEngine({ udpFd, tunFd: tunFd >= 0 ? tunFd : undefined, mtu: this.mtu });
+    } catch (e) {
+      this.net.rollback();
+      if (tunFd >= 0) closeFd(tunFd);
+      if (udpFd >= 0) closeFd(udpFd);
+      throw e instanceof UserError ? e : new UserError(`fullvr: ${(e as Error).message}`);
+    }
+    this.peers = new Peers(
+      this.cfg.id,
+      this.staticKey,
+      this.engine,
+      this.indices,
+      this.datapath,
+      this.peerMode,
+      this.cfg.keepaliveSeconds * 1000,
+      this.cfg.peers.map((p) => {
+        const ep = parseEndpoint(p.endpoint);
+        return { id: p.id, host: ep.host, port: ep.port, publicKey: loadPublicKey(p.publicKey), publicKeyB64: p.publicKey };
+      }),
+    );
+    const dp = this.datapath;
+    this.engine.onUdpReadable(
+      makePump(this.udpBatch, {
+        read: (b) => this.engine.udpRecv(b),
+        decide: (b, n) => dp.decideUdp(b, n),
+        forward: (b, n) => this.engine.forward(b, n),
+        after: (b) => this.afterUdpBatch(b),
+      }),
+    );
+    if (tunFd >= 0) {
+      this.engine.onTunReadable(
+        makePump(this.tunBatch, {
+          read: (b) => this.engine.tunRead(b),
+          decide: (b, n) => dp.decideTun(b, n),
+          forward: (b, n) => this.engine.forward(b, n),
+        }),
+      );
+    }
+    if (this.cfg.control) {
+      try {
+        this.statusServer = await startStatusServer(this.cfg.control, () => this.status());
+      } catch (e) {
+        this.stop();
+        throw e;
+      }
+    }
+    this.peers.startAll();
+    const ka = this.cfg.keepaliveSeconds * 1000;
+    this.timers.push(setInterval(() => this.peers.tick(), ka));
+    this.timers.push(setInterval(() => this.expireMembers(), Math.min(ka, 10_000)));
+    this.timers.push(setInterval(() => (this.errorBudget = 100), 1000));
+    log.info('fullvr ready', {
+      id: this.cfg.id,
+      listen: this.cfg.listen,
+      publicKey: this.publicKey,
+      mtu: this.mtu,
+      networks: this.cfg.networks.map((n) => n.id).join(','),
+      lan: this.lanPrefixes.join(',') || undefined,
+    });
+  }
+
+  private setupLan(dev: string): void {
+    this.net.linkUp(dev, this.mtu);
+    // Everything a LAN host may reach across the overlay: other sites of networks this LAN is in.
+    const routes = new Set<string>();
+    for (const n of this.cfg.networks) {
+      if (!n.lan?.length) continue;
+      for (const s of n.sites) if (s.vr !== this.cfg.id) routes.add(s.subnet);
+      if (n.mode === 'virtual' && n.overlay) routes.add(n.overlay);
+    }
+    for (const r of routes) this.net.addRoute(r, dev);
+    this.net.sysctl('net.ipv4.ip_forward', '1');
+    if (this.lanPrefixes.some((p) => p.includes(':'))) this.net.sysctl('net.ipv6.conf.all.forwarding', '1');
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.peers?.stopAll();
+    this.statusServer?.close();
+    this.engine?.close();
+    const errs = this.net.rollback();
+    for (const e of errs) log.warn('cleanup', { error: e });
+    log.info('fullvr stopped', { id: this.cfg.id });
+  }
+
+  private afterUdpBatch(batch: PacketBatch): void {
+    const dp = this.datapath;
+    for (let k = 0; k < dp.controlCount; k++) this.onControl(batch, dp.controlSlots[k]);
+    for (let k = 0; k < dp.errorCount; k++) this.answerUnknownSession(batch, dp.errorSlots[k]);
+  }
+
+  private onControl(batch: PacketBatch, i: number): void {
+    const b = i * META_FIELDS;
+    const meta = batch.meta;
+    if (meta[b + M.KIND] === Kind.KEEPALIVE) {
+      const s = meta[b + M.SESSION];
+      // Members learn we are alive from our answer; peers send their own keepalives.
+      if (this.datapath.sessionKind[s] === SessionKind.MEMBER) this.engine.sendKeepalive(s);
+      return;
+    }
+    const off = i * SLOT_SIZE + meta[b + M.OFF];
+    const msg = Buffer.from(batch.buf.subarray(off, off + meta[b + M.LEN]));
+    const { host, port } = batch.addrString(i);
+    switch (meta[b + M.TYPE]) {
+      case MsgType.INIT:
+        this.onInit(msg, host, port);
+        break;
+      case MsgType.RESP:
+        this.peers.handleResp(msg.readUInt32BE(4), msg);
+        break;
+      case MsgType.ERROR: {
+        try {
+          const e = decodeError(msg);
+          this.peers.onUnknownSession(e.receiverIndex, host);
+        } catch {
+          /* malformed: ignore */
+        }
+        break;
+      }
+    }
+  }
+
+  private onInit(msg: Buffer, host: string, port: number): void {
+    let init;
+    try {
+      init = consumeInit({
+        responder: this.staticKey,
+        message: msg,
+        isKnownInitiator: (k) => this.peers.peerByKey(k) !== null,
+        guard: this.guard,
+      });
+    } catch (e) {
+      if (!(e instanceof HandshakeError)) throw e;
+      this.counters.handshakes_failed++;
+      log.debug('handshake rejected', { from: `${host}:${port}`, reason: e.message });
+      return;
+    }
+    if (init.initiatorStatic) {
+      const peerId = this.peers.peerByKey(init.initiatorStatic)!;
+      const index = this.indices.allocate();
+      const r = init.respond({ index, senderId: this.cfg.id, payload: { mode: this.peerMode } });
+      this.peers.accept(peerId, index, init.remoteIndex, r.txKey, r.rxKey, host, port);
+      this.engine.sendRaw(host, port, r.message);
+      return;
+    }
+    const adm = this.members.admit(init.payload);
+    if ('error' in adm) {
+      this.counters.joins_refused++;
+      log.warn('join refused', { from: `${host}:${port}`, reason: adm.error });
+      const r = init.respond({ index: NO_SESSION, senderId: this.cfg.id, payload: { error: adm.error } });
+      this.engine.sendRaw(host, port, r.message);
+      return;
+    }
+    const index = this.indices.allocate();
+    const net = this.cfg.networks.find((n) => n.id === adm.answer.network)!;
+    const r = init.respond({
+      index,
+      senderId: this.cfg.id,
+      payload: { ...adm.answer, memberId: index, keepaliveSeconds: this.cfg.keepaliveSeconds, auth: net.auth },
+    });
+    // Install the session before answering so the member's first packet is accepted.
+    this.engine.setSession(index, {
+      peerHost: host,
+      peerPort: port,
+      remoteIndex: init.remoteIndex,
+      senderId: this.cfg.id,
+      mode: authModeOf(net.auth),
+      txKey: r.txKey,
+      rxKey: r.rxKey,
+    });
+    this.datapath.sessionKind[index] = SessionKind.MEMBER;
+    this.datapath.sessionNetwork[index] = net.id;
+    const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`);
+    if (replaced !== null) this.dropMemberSession(replaced);
+    this.engine.sendRaw(host, port, r.message);
+    this.counters.joins++;
+    log.info('member joined', {
+      address: adm.answer.address,
+      network: net.id,
+      endpoint: `${host}:${port}`,
+      session: index,
+      rejoin: replaced !== null || undefined,
+    });
+  }
+
+  private dropMemberSession(index: number): void {
+    this.engine.deleteSession(index);
+    this.datapath.sessionKind[index] = SessionKind.NONE;
+    this.indices.release(index);
+  }
+
+  private expireMembers(): void {
+    const now = monotonicMs();
+    const limit = Math.max(120_000, 6 * this.cfg.keepaliveSeconds * 1000);
+    for (const m of this.members.list()) {
+      const info = this.engine.sessionInfo(m.session);
+      const last = Math.max(info?.lastRxMs ?? 0, now - (Date.now() - m.joinedAt));
+      if (now - last > limit) {
+        this.members.forget(m.session);
+        this.dropMemberSession(m.session);
+        this.counters.members_expired++;
+        log.info('member expired', { address: m.address, network: m.network, silentMs: now - last });
+      }
+    }
+  }
+
+  /** Tell a sender (rate-limited, unauthenticated) that we do not know its session, so it re-handshakes. */
+  private answerUnknownSession(batch: PacketBatch, i: number): void {
+    if (this.errorBudget <= 0) return;
+    this.errorBudget--;
+    const hdr = i * SLOT_SIZE + HEADROOM - HEADER_LEN;
+    const receiverIndex = batch.buf.readUInt32BE(hdr + 4);
+    const { host, port } = batch.addrString(i);
+    this.engine.sendRaw(host, port, encodeError(1, receiverIndex, this.cfg.id));
+    this.counters.errors_sent++;
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      role: 'fullvr',
+      id: this.cfg.id,
+      listen: this.cfg.listen,
+      publicKey: this.publicKey,
+      mtu: this.mtu,
+      counters: { ...this.counters, routed: this.datapath.routed },
+      engine: this.engine?.stats() ?? {},
+      drops: this.datapath.dropCounters(),
+      members: this.members.list().map((m) => ({ ...m })),
+      peers: this.peers.status(),
+      tables: this.tables.describe(),
+    };
+  }
+}

@@ -1,0 +1,186 @@
+// TinyVR members of this FullVR: admission (token + address), the LNDT entries that
+// bind each member's address to its session, overlay address allocation (virtual mode)
+// and expiry of members that went silent.
+import { cidrContains, parseCidr } from '../shared/cidr.js';
+import type { RoutingTables } from '../shared/routing-tables.js';
+import type { FullvrConfig } from './config.js';
+import type { TokenVerifier } from './tokens.js';
+
+type NetworkCfg = FullvrConfig['networks'][number];
+
+export interface Member {
+  session: number;
+  network: number;
+  address: string;
+  /** Physical address the TinyVR reported (its identity across rejoins). */
+  physical: string;
+  endpoint: string;
+  joinedAt: number;
+}
+
+export interface JoinRequest {
+  token?: unknown;
+  addrs?: unknown;
+  want?: unknown;
+}
+
+export interface JoinAnswer {
+  network: number;
+  networkName: string;
+  mode: 'physical' | 'virtual';
+  address: string;
+  prefixlen: number;
+  routes: string[];
+  mtu: number;
+}
+
+export class Members {
+  private bySession = new Map<number, Member>();
+  private byAddress = new Map<string, Member>();
+
+  constructor(
+    private selfId: number,
+    private networks: Map<number, NetworkCfg>,
+    private tables: RoutingTables,
+    private tokens: TokenVerifier,
+    private mtu: number,
+  ) {}
+
+  get size(): number {
+    return this.bySession.size;
+  }
+
+  list(): Member[] {
+    return [...this.bySession.values()];
+  }
+
+  get(session: number): Member | undefined {
+    return this.bySession.get(session);
+  }
+
+  /**
+   * Decide whether a join is admitted and with which address. Pure check: nothing is
+   * recorded until commit(), so a refused join changes no state.
+   */
+  admit(req: JoinRequest): { answer: JoinAnswer; physical: string } | { error: string } {
+    if (typeof req.token !== 'string' || !req.token) return { error: 'join request carries no token' };
+    const grant = this.tokens.verify(req.token);
+    if ('error' in grant) return grant;
+    const net = this.networks.get(grant.network);
+    if (!net) return { error: `network ${grant.network} is not served by this FullVR` };
+    const addrs = Array.isArray(req.addrs) ? req.addrs.filter((a): a is string => typeof a === 'string') : [];
+    const mine = net.sites.filter((s) => s.vr === this.selfId);
+    // Physical mode: the member's own address is its overlay identity, so it must lie in a
+    // subnet this VR serves. Virtual mode: any address; it only keys the sticky allocation.
+    const physical =
+      net.mode === 'physical' ? addrs.find((a) => mine.some((s) => safeContains(s.subnet, a))) : (addrs[0] ?? 'unknown');
+    if (!physical) {
+      return {
+        error: `none of the member's addresses (${addrs.join(', ') || 'none'}) is in a subnet this FullVR serves for network ${net.id} (${mine.map((s) => s.subnet).join(', ') || 'none'})`,
+      };
+    }
+    if (net.mode === 'physical') {
+      return {
+        physical,
+        answer: {
+          network: net.id,
+          networkName: net.name ?? String(net.id),
+          mode: 'physical',
+          address: physical,
+          prefixlen: parseCidr(mine.find((s) => safeContains(s.subnet, physical))!.subnet).bits,
+          routes: net.sites.filter((s) => s.vr !== this.selfId).map((s) => s.subnet),
+          mtu: this.mtu,
+        },
+      };
+    }
+    // Virtual mode: an overlay address from this VR's block, stable across rejoins.
+    const overlay = parseCidr(net.overlay!);
+    const address = this.allocateVirtual(net, physical, typeof req.want === 'string' ? req.want : undefined);
+    if (!address) return { error: `no free overlay address left in this FullVR's blocks of network ${net.id}` };
+    return {
+      physical,
+      answer: {
+        network: net.id,
+        networkName: net.name ?? String(net.id),
+        mode: 'virtual',
+        address,
+        prefixlen: overlay.bits,
+        routes: [overlay.network + '/' + overlay.bits],
+        mtu: this.mtu,
+      },
+    };
+  }
+
+  /** Record an admitted member; replaces an older session of the same address. Returns the replaced session. */
+  commit(session: number, answer: JoinAnswer, physical: string, endpoint: string): number | null {
+    const old = this.byAddress.get(key(answer.network, answer.address));
+    const m: Member = { session, network: answer.network, address: answer.address, physical, endpoint, joinedAt: Date.now() };
+    if (old) this.forget(old.session);
+    this.bySession.set(session, m);
+    this.byAddress.set(key(m.network, m.address), m);
+    this.tables.addMember(m.address, m.network, session);
+    return old ? old.session : null;
+  }
+
+  /** Remove a member (leave, expiry or replacement). Returns it if it existed. */
+  forget(session: number): Member | undefined {
+    const m = this.bySession.get(session);
+    if (!m) return undefined;
+    this.bySession.delete(session);
+    if (this.byAddress.get(key(m.network, m.address))?.session === session) {
+      this.byAddress.delete(key(m.network, m.address));
+      this.tables.removeMember(m.address);
+    }
+    return m;
+  }
+
+  private allocateVirtual(net: NetworkCfg, physical: string, want: string | undefined): string | null {
+    const blocks = net.sites.filter((s) => s.vr === this.selfId).map((s) => parseCidr(s.subnet));
+    const taken = (a: string): boolean => {
+      const m = this.byAddress.get(key(net.id, a));
+      return !!m && m.physical !== physical;
+    };
+    // The same VM (same physical address) gets its previous address back.
+    for (const m of this.bySession.values()) if (m.network === net.id && m.physical === physical) return m.address;
+    if (want && blocks.some((b) => safeContains(`${b.network}/${b.bits}`, want)) && !taken(want) && isHostAddress(want, blocks)) return want;
+    for (const b of blocks) {
+      if (b.family !== 4) continue; // virtual-mode allocation is IPv4 for now
+      const base = v4ToInt(b.network);
+      const size = 2 ** (32 - b.bits);
+      for (let i = 1; i < size - 1; i++) {
+        const a = intToV4(base + i);
+        if (!taken(a) && !this.byAddress.has(key(net.id, a))) return a;
+      }
+    }
+    return null;
+  }
+}
+
+function key(network: number, address: string): string {
+  return `${network}|${address}`;
+}
+
+function safeContains(cidr: string, ip: string): boolean {
+  try {
+    return cidrContains(cidr, ip);
+  } catch {
+    return false;
+  }
+}
+
+function isHostAddress(a: string, blocks: Array<{ network: string; bits: number; family: number }>): boolean {
+  for (const b of blocks) {
+    if (b.family !== 4 || !safeContains(`${b.network}/${b.bits}`, a)) continue;
+    const off = v4ToInt(a) - v4ToInt(b.network);
+    return off > 0 && off < 2 ** (32 - b.bits) - 1;
+  }
+  return false;
+}
+
+function v4ToInt(a: string): number {
+  return a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+
+function intToV4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}

@@ -1,0 +1,179 @@
+// Sessions with other FullVRs (the NSKT's peers). Each peer has at most two live
+// sessions: the newest (used to send) and the previous one (still accepted), so two
+// routers that handshake at the same moment, or a rekey, never drop traffic in flight.
+import type { StaticKey } from '../shared/handshake.js';
+import { Initiator, type Established } from '../shared/initiator.js';
+import { monotonicMs, type AuthMode, type PacketEngine } from '../shared/packet-engine.js';
+import type { SessionIndexAllocator } from '../shared/session-index.js';
+import { log } from '../shared/log.js';
+import { SessionKind, type FullvrDatapath } from './datapath.js';
+
+export interface PeerConfig {
+  id: number;
+  host: string;
+  port: number;
+  publicKey: Buffer;
+  publicKeyB64: string;
+}
+
+interface PeerState {
+  cfg: PeerConfig;
+  initiator: Initiator;
+  current: number; // session index or 0
+  previous: number;
+  remoteIndex: Map<number, number>; // our session -> their index (to match ERROR messages)
+  upSince: number;
+  installedMono: number;
+  lastRehandshake: number;
+}
+
+export class Peers {
+  private peers = new Map<number, PeerState>();
+  private sessionPeer = new Map<number, number>(); // session -> peer id
+
+  constructor(
+    private selfId: number,
+    private staticKey: StaticKey,
+    private engine: PacketEngine,
+    private indices: SessionIndexAllocator,
+    private datapath: FullvrDatapath,
+    private mode: AuthMode,
+    private keepaliveMs: number,
+    peers: PeerConfig[],
+  ) {
+    for (const cfg of peers) {
+      const st: PeerState = {
+        cfg,
+        current: 0,
+        previous: 0,
+        remoteIndex: new Map(),
+        upSince: 0,
+        installedMono: 0,
+        lastRehandshake: 0,
+        initiator: new Initiator({
+          engine,
+          indices,
+          responderPublic: cfg.publicKey,
+          initiatorStatic: staticKey,
+          senderId: selfId,
+          host: cfg.host,
+          port: cfg.port,
+          payload: () => ({ kind: 'vr', mode: this.mode }),
+          onEstablished: (s) => this.install(st, s),
+          onRefused: (reason) => log.warn('peer refused session', { peer: cfg.id, reason }),
+          maxRetryMs: 2000,
+        }),
+      };
+      this.peers.set(cfg.id, st);
+    }
+  }
+
+  startAll(): void {
+    for (const p of this.peers.values()) p.initiator.start();
+  }
+
+  stopAll(): void {
+    for (const p of this.peers.values()) p.initiator.stop();
+  }
+
+  /** Static public key (base64) -> peer id, for the responder side of a handshake. */
+  peerByKey(b64: string): number | null {
+    for (const p of this.peers.values()) if (p.cfg.publicKeyB64 === b64) return p.cfg.id;
+    return null;
+  }
+
+  handleResp(receiverIndex: number, msg: Buffer): boolean {
+    for (const p of this.peers.values()) if (p.initiator.handleResp(receiverIndex, msg)) return true;
+    return false;
+  }
+
+  /** Responder side: a peer opened a session to us. */
+  accept(peerId: number, index: number, remoteIndex: number, txKey: Buffer, rxKey: Buffer, host: string, port: number): void {
+    const st = this.peers.get(peerId)!;
+    this.install(st, { index, remoteIndex, remoteSenderId: peerId, txKey, rxKey, payload: {} }, host, port);
+  }
+
+  private install(st: PeerState, s: Established, host = st.cfg.host, port = st.cfg.port): void {
+    this.engine.setSession(s.index, {
+      peerHost: host,
+      peerPort: port,
+      remoteIndex: s.remoteIndex,
+      senderId: this.selfId,
+      mode: this.mode,
+      txKey: s.txKey,
+      rxKey: s.rxKey,
+    });
+    this.datapath.sessionKind[s.index] = SessionKind.VR;
+    this.sessionPeer.set(s.index, st.cfg.id);
+    st.remoteIndex.set(s.index, s.remoteIndex);
+    if (st.previous) this.dropSession(st, st.previous);
+    st.previous = st.current;
+    st.current = s.index;
+    st.installedMono = monotonicMs();
+    st.initiator.stop();
+    if (!st.upSince) st.upSince = Date.now();
+    this.datapath.vrSession.set(st.cfg.id, s.index);
+    log.info('peer session up', { peer: st.cfg.id, endpoint: `${host}:${port}`, session: s.index });
+  }
+
+  private dropSession(st: PeerState, index: number): void {
+    this.engine.deleteSession(index);
+    this.datapath.sessionKind[index] = SessionKind.NONE;
+    this.sessionPeer.delete(index);
+    st.remoteIndex.delete(index);
+    this.indices.release(index);
+  }
+
+  /** The peer told us it does not know the session we used: it restarted. Handshake again. */
+  onUnknownSession(theirIndex: number, fromHost: string): void {
+    for (const st of this.peers.values()) {
+      for (const [ours, theirs] of st.remoteIndex) {
+        if (theirs === theirIndex && (ours === st.current || ours === st.previous)) {
+          this.rehandshake(st, `peer ${st.cfg.id} (${fromHost}) lost our session`);
+          return;
+        }
+      }
+    }
+  }
+
+  private rehandshake(st: PeerState, why: string): void {
+    const now = Date.now();
+    if (st.initiator.active || now - st.lastRehandshake < 1000) return;
+    st.lastRehandshake = now;
+    log.info('peer rehandshake', { peer: st.cfg.id, why });
+    st.initiator.start();
+  }
+
+  /** Periodic: keepalives, and handshake again with peers that went silent. */
+  tick(): void {
+    const now = monotonicMs();
+    for (const st of this.peers.values()) {
+      if (!st.current) continue;
+      this.engine.sendKeepalive(st.current);
+      const info = this.engine.sessionInfo(st.current);
+      const prev = st.previous ? this.engine.sessionInfo(st.previous) : null;
+      const lastRx = Math.max(info?.lastRxMs ?? 0, prev?.lastRxMs ?? 0, st.installedMono);
+      if (now - lastRx > 3 * this.keepaliveMs) {
+        if (st.upSince) log.warn('peer silent', { peer: st.cfg.id, silentMs: now - lastRx });
+        st.upSince = 0;
+        this.rehandshake(st, 'silent');
+      }
+    }
+  }
+
+  status(): unknown[] {
+    const now = monotonicMs();
+    return [...this.peers.values()].map((st) => {
+      const info = st.current ? this.engine.sessionInfo(st.current) : null;
+      return {
+        id: st.cfg.id,
+        endpoint: info ? `${info.peerHost}:${info.peerPort}` : `${st.cfg.host}:${st.cfg.port}`,
+        up: !!st.current && !!info && now - info.lastRxMs <= 3 * this.keepaliveMs,
+        session: st.current,
+        lastRxAgoMs: info ? now - info.lastRxMs : null,
+        rxPackets: info?.rxPackets ?? 0,
+        txPackets: info?.txPackets ?? 0,
+      };
+    });
+  }
+}

@@ -1,0 +1,113 @@
+#include "crypto.h"
+#include "tv.h"
+
+#include <string.h>
+#include <openssl/crypto.h>
+
+static int hmac_init(tv_keyctx *k, const uint8_t *key, size_t key_len) {
+  uint8_t block[SHA256_CBLOCK];
+  uint8_t hashed[SHA256_DIGEST_LENGTH];
+  memset(block, 0, sizeof block);
+  if (key_len > SHA256_CBLOCK) {
+    SHA256(key, key_len, hashed);
+    memcpy(block, hashed, sizeof hashed);
+  } else {
+    memcpy(block, key, key_len);
+  }
+  uint8_t pad[SHA256_CBLOCK];
+  for (size_t i = 0; i < SHA256_CBLOCK; i++) pad[i] = block[i] ^ 0x36;
+  int ok = SHA256_Init(&k->inner) && SHA256_Update(&k->inner, pad, sizeof pad);
+  for (size_t i = 0; i < SHA256_CBLOCK; i++) pad[i] = block[i] ^ 0x5c;
+  ok = ok && SHA256_Init(&k->outer) && SHA256_Update(&k->outer, pad, sizeof pad);
+  OPENSSL_cleanse(block, sizeof block);
+  OPENSSL_cleanse(pad, sizeof pad);
+  OPENSSL_cleanse(hashed, sizeof hashed);
+  return ok ? 0 : -1;
+}
+
+static void hmac_tag(const tv_keyctx *k, const uint8_t *data, size_t len, uint8_t out[SHA256_DIGEST_LENGTH]) {
+  SHA256_CTX c = k->inner;
+  SHA256_Update(&c, data, len);
+  SHA256_Final(out, &c);
+  c = k->outer;
+  SHA256_Update(&c, out, SHA256_DIGEST_LENGTH);
+  SHA256_Final(out, &c);
+  OPENSSL_cleanse(&c, sizeof c);
+}
+
+int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int encrypt) {
+  memset(k, 0, sizeof *k);
+  k->mode = mode;
+  if (mode == AUTH_NONE) return 0;
+  if (key_len != TV_KEY_LEN) return -1;
+  if (mode == AUTH_HMAC) return hmac_init(k, key, key_len);
+  const EVP_CIPHER *cipher;
+  if (mode == AUTH_AES_GCM) cipher = EVP_aes_256_gcm();
+  else if (mode == AUTH_CHACHA) cipher = EVP_chacha20_poly1305();
+  else return -1;
+  k->aead = EVP_CIPHER_CTX_new();
+  if (!k->aead) return -1;
+  int ok = encrypt ? EVP_EncryptInit_ex(k->aead, cipher, NULL, NULL, NULL)
+                   : EVP_DecryptInit_ex(k->aead, cipher, NULL, NULL, NULL);
+  ok = ok == 1 && EVP_CIPHER_CTX_ctrl(k->aead, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) == 1;
+  ok = ok && (encrypt ? EVP_EncryptInit_ex(k->aead, NULL, NULL, key, NULL)
+                      : EVP_DecryptInit_ex(k->aead, NULL, NULL, key, NULL)) == 1;
+  if (!ok) {
+    EVP_CIPHER_CTX_free(k->aead);
+    k->aead = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+void tv_key_free(tv_keyctx *k) {
+  if (k->aead) EVP_CIPHER_CTX_free(k->aead); /* cleanses the key schedule */
+  OPENSSL_cleanse(k, sizeof *k);
+}
+
+static void make_nonce(uint8_t nonce[12], const uint8_t *hdr) {
+  memset(nonce, 0, 4);
+  memcpy(nonce + 4, hdr + 16, 8); /* counter, already big-endian in the header */
+}
+
+int tv_seal(tv_keyctx *k, uint8_t *dgram, size_t plen) {
+  uint8_t *tag = dgram + TV_HEADER_LEN + plen;
+  if (k->mode == AUTH_NONE) return 0;
+  if (k->mode == AUTH_HMAC) {
+    uint8_t full[SHA256_DIGEST_LENGTH];
+    hmac_tag(k, dgram, TV_HEADER_LEN + plen, full);
+    memcpy(tag, full, TV_TAG_LEN);
+    return 0;
+  }
+  uint8_t nonce[12], scratch[32];
+  int outl;
+  make_nonce(nonce, dgram);
+  EVP_CIPHER_CTX *c = k->aead;
+  if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) != 1) return -1;
+  if (EVP_EncryptUpdate(c, NULL, &outl, dgram, TV_HEADER_LEN) != 1) return -1;
+  if (plen && EVP_EncryptUpdate(c, dgram + TV_HEADER_LEN, &outl, dgram + TV_HEADER_LEN, (int)plen) != 1) return -1;
+  if (EVP_EncryptFinal_ex(c, scratch, &outl) != 1) return -1;
+  if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TV_TAG_LEN, tag) != 1) return -1;
+  return 0;
+}
+
+int tv_open(tv_keyctx *k, uint8_t *dgram, size_t plen) {
+  uint8_t *tag = dgram + TV_HEADER_LEN + plen;
+  if (k->mode == AUTH_NONE) return 1;
+  if (k->mode == AUTH_HMAC) {
+    uint8_t full[SHA256_DIGEST_LENGTH];
+    hmac_tag(k, dgram, TV_HEADER_LEN + plen, full);
+    return CRYPTO_memcmp(full, tag, TV_TAG_LEN) == 0;
+  }
+  uint8_t nonce[12], tagcopy[TV_TAG_LEN], scratch[32];
+  int outl;
+  make_nonce(nonce, dgram);
+  memcpy(tagcopy, tag, TV_TAG_LEN);
+  EVP_CIPHER_CTX *c = k->aead;
+  if (EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) != 1) return 0;
+  if (EVP_DecryptUpdate(c, NULL, &outl, dgram, TV_HEADER_LEN) != 1) return 0;
+  if (plen && EVP_DecryptUpdate(c, dgram + TV_HEADER_LEN, &outl, dgram + TV_HEADER_LEN, (int)plen) != 1) return 0;
+  if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, TV_TAG_LEN, tagcopy) != 1) return 0;
+  /* OpenSSL compares the tag in constant time. */
+  return EVP_DecryptFinal_ex(c, scratch, &outl) > 0;
+}

@@ -1,0 +1,28 @@
+/* Per-session, per-direction authentication state for DATA/KEEPALIVE. */
+#ifndef TV_CRYPTO_H
+#define TV_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+typedef struct {
+  int mode;
+  /* HMAC: SHA-256 states after absorbing key^ipad / key^opad, so a packet costs
+   * two compressions fewer and no key handling. */
+  SHA256_CTX inner, outer;
+  /* AEAD: context keyed once; per packet only the nonce is set. */
+  EVP_CIPHER_CTX *aead;
+} tv_keyctx;
+
+/* 0 on success, -1 on failure (bad mode/key length or OpenSSL error). */
+int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int encrypt);
+void tv_key_free(tv_keyctx *k);
+/* dgram = 24-byte header followed by plen payload bytes; writes the tag right after
+ * the payload (encrypting the payload in place for AEAD). 0 ok, -1 error. */
+int tv_seal(tv_keyctx *k, uint8_t *dgram, size_t plen);
+/* Verifies the tag after the payload; for AEAD decrypts in place. 1 valid, 0 not. */
+int tv_open(tv_keyctx *k, uint8_t *dgram, size_t plen);
+
+#endif

@@ -1,0 +1,245 @@
+// Typed wrapper over the native packet engine (shared/native/*.c, built to
+// build/Release/tinyvine_native.node). See docs/interfaces.md for the contract
+// and docs/wire-format.md for what goes on the wire.
+//
+// Hot-path methods (udpRecv, tunRead, forward) are one native call per batch;
+// keep them free of per-packet allocation on the JS side too.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const SLOT_SIZE = 2048;
+export const HEADROOM = 64;
+export const HEADER_LEN = 24;
+export const TAG_LEN = 16;
+export const META_FIELDS = 10;
+
+const ADDR_STRIDE = 20;
+const MAX_BATCH = 1024; // recvmmsg/sendmmsg accept at most UIO_MAXIOV messages
+
+export const enum M { LEN = 0, KIND = 1, SESSION = 2, NETWORK = 3, OFF = 4, ACTION = 5, OUTNET = 6, SENDER = 7, HOPS = 8, TYPE = 9 }
+export const enum Kind { DATA = 1, KEEPALIVE = 2, CONTROL = 3 }
+export const enum DropReason { TRUNCATED = 1, BAD_VERSION = 2, BAD_TYPE = 3, UNKNOWN_SESSION = 4, BAD_MODE = 5, BAD_TAG = 6, REPLAY = 7, HOP_LIMIT = 8, OVERSIZE = 9 }
+export const DROP_REASON_NAMES: readonly string[] = Object.freeze([
+  '',
+  'truncated',
+  'bad_version',
+  'bad_type',
+  'unknown_session',
+  'bad_mode',
+  'bad_tag',
+  'replay',
+  'hop_limit',
+  'oversize',
+]);
+export const enum Action { DROP = -1, TUN = 0 }
+export const enum AuthMode { NONE = 0, HMAC = 1, AES_GCM = 2, CHACHA = 3 }
+
+export interface SessionParams {
+  peerHost: string;
+  peerPort: number;
+  remoteIndex: number;
+  senderId: number;
+  mode: AuthMode;
+  txKey: Buffer;
+  rxKey: Buffer;
+}
+
+export interface SessionInfo {
+  lastRxMs: number;
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txBytes: number;
+  peerHost: string;
+  peerPort: number;
+}
+
+interface NativeEngine {
+  setSession(index: number, peerHost: string, peerPort: number, remoteIndex: number, senderId: number, mode: number, txKey: Buffer, rxKey: Buffer): void;
+  setSessionEndpoint(index: number, host: string, port: number): void;
+  deleteSession(index: number): void;
+  sessionInfo(index: number): SessionInfo | null;
+  udpRecv(buf: Buffer, meta: Int32Array, addr: Buffer): number;
+  tunRead(buf: Buffer, meta: Int32Array): number;
+  forward(buf: Buffer, meta: Int32Array, n: number): void;
+  sendKeepalive(index: number): void;
+  sendRaw(host: string, port: number, data: Uint8Array): void;
+  onUdpReadable(cb: (() => void) | null): void;
+  onTunReadable(cb: (() => void) | null): void;
+  stats(): Record<string, number>;
+  close(): void;
+}
+
+interface NativeAddon {
+  Engine: new (udpFd: number, tunFd: number, mtu: number) => NativeEngine;
+  openTun(name: string): { fd: number; name: string };
+  openUdp(host: string, port: number, bufferBytes: number): { fd: number; port: number };
+  closeFd(fd: number): void;
+  monotonicMs(): number;
+  constants: Record<string, number>;
+}
+
+let addonCache: NativeAddon | undefined;
+
+// Loaded lazily so that importing this module (constants, PacketBatch) works
+// even where the addon is not built, e.g. for `tinyvine --help`.
+function addon(): NativeAddon {
+  if (addonCache) return addonCache;
+  // Relative to this file: shared/ in the source tree, dist/ once bundled; both one level below the root.
+  const file = process.env.TINYVINE_NATIVE
+    ? path.resolve(process.env.TINYVINE_NATIVE)
+    : path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../build/Release/tinyvine_native.node');
+  if (!existsSync(file)) throw new Error(`native packet engine not built: run npm install (missing ${file})`);
+  let mod: NativeAddon;
+  try {
+    mod = createRequire(import.meta.url)(file) as NativeAddon;
+  } catch (err) {
+    const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    throw new Error(`native packet engine failed to load (${file}): ${msg}; run npm install`);
+  }
+  const c = mod.constants;
+  if (!c || c.SLOT_SIZE !== SLOT_SIZE || c.HEADROOM !== HEADROOM || c.HEADER_LEN !== HEADER_LEN || c.TAG_LEN !== TAG_LEN ||
+      c.META_FIELDS !== META_FIELDS || c.ADDR_STRIDE !== ADDR_STRIDE) {
+    throw new Error(`native packet engine is out of date (${file}): run npm install`);
+  }
+  addonCache = mod;
+  return mod;
+}
+
+function formatIPv6(a: Buffer, o: number): string {
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push(a.readUInt16BE(o + i * 2));
+  // RFC 5952: compress the longest run (>= 2) of zero groups, the first one on a tie.
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (g[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (x: number[]) => x.map((v) => v.toString(16)).join(':');
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
+
+export class PacketBatch {
+  readonly capacity: number;
+  readonly buf: Buffer;
+  readonly meta: Int32Array;
+  readonly addr: Buffer;
+
+  constructor(capacity = 64) {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_BATCH) {
+      throw new RangeError(`PacketBatch capacity must be an integer 1..${MAX_BATCH}, got ${capacity}`);
+    }
+    this.capacity = capacity;
+    this.buf = Buffer.alloc(capacity * SLOT_SIZE);
+    this.meta = new Int32Array(capacity * META_FIELDS);
+    this.addr = Buffer.alloc(capacity * ADDR_STRIDE);
+  }
+
+  /** Source address of received datagram i (control plane only: allocates). */
+  addrString(i: number): { host: string; port: number } {
+    if (!Number.isInteger(i) || i < 0 || i >= this.capacity) throw new RangeError(`batch index ${i} out of range`);
+    const a = this.addr, o = i * ADDR_STRIDE;
+    const port = a.readUInt16BE(o + 16);
+    let v4mapped = a[o + 10] === 0xff && a[o + 11] === 0xff;
+    for (let k = 0; k < 10 && v4mapped; k++) if (a[o + k] !== 0) v4mapped = false;
+    const host = v4mapped ? `${a[o + 12]}.${a[o + 13]}.${a[o + 14]}.${a[o + 15]}` : formatIPv6(a, o);
+    return { host, port };
+  }
+}
+
+/** Opens a TUN (IFF_TUN|IFF_NO_PI, non-blocking, close-on-exec). An empty name lets the kernel pick one. */
+export function openTun(name: string): { fd: number; name: string } {
+  return addon().openTun(name);
+}
+
+/** Bound, non-blocking UDP socket. IPv4 host -> AF_INET; IPv6 host or '::' -> dual-stack AF_INET6. */
+export function openUdp(host: string, port: number, opts?: { bufferBytes?: number }): { fd: number; port: number } {
+  return addon().openUdp(host, port, opts?.bufferBytes ?? 4 * 1024 * 1024);
+}
+
+export function closeFd(fd: number): void {
+  addon().closeFd(fd);
+}
+
+/**
+ * Batched UDP/TUN packet engine. It takes ownership of udpFd and tunFd: close()
+ * closes them (a non-persistent TUN disappears with its fd).
+ */
+export class PacketEngine {
+  readonly #n: NativeEngine;
+
+  constructor(opts: { udpFd: number; tunFd?: number; mtu: number }) {
+    this.#n = new (addon().Engine)(opts.udpFd, opts.tunFd ?? -1, opts.mtu);
+  }
+
+  /** index 1..65535; (re)sets counters and replay window. Keys: 32 bytes per direction (ignored for NONE). */
+  setSession(index: number, s: SessionParams): void {
+    this.#n.setSession(index, s.peerHost, s.peerPort, s.remoteIndex, s.senderId, s.mode, s.txKey, s.rxKey);
+  }
+
+  setSessionEndpoint(index: number, host: string, port: number): void {
+    this.#n.setSessionEndpoint(index, host, port);
+  }
+
+  deleteSession(index: number): void {
+    this.#n.deleteSession(index);
+  }
+
+  /** lastRxMs is CLOCK_MONOTONIC ms (compare with monotonicMs()), 0 before the first packet; bytes are datagram bytes. */
+  sessionInfo(index: number): SessionInfo | null {
+    return this.#n.sessionInfo(index);
+  }
+
+  /** One recvmmsg + verify/decrypt; fills meta (and addr) for the n datagrams returned. */
+  udpRecv(batch: PacketBatch): number {
+    return this.#n.udpRecv(batch.buf, batch.meta, batch.addr);
+  }
+
+  /** Reads up to batch.capacity packets from the TUN: KIND=DATA, SESSION=-1, OFF=HEADROOM, ACTION=DROP. */
+  tunRead(batch: PacketBatch): number {
+    return this.#n.tunRead(batch.buf, batch.meta);
+  }
+
+  /** Per meta ACTION: drop, write to TUN, or seal in place and send (one sendmmsg batch). */
+  forward(batch: PacketBatch, n: number): void {
+    this.#n.forward(batch.buf, batch.meta, n);
+  }
+
+  sendKeepalive(index: number): void {
+    this.#n.sendKeepalive(index);
+  }
+
+  /** Control plane (INIT/RESP/ERROR): sends data as one datagram, unchanged. */
+  sendRaw(host: string, port: number, data: Buffer): void {
+    this.#n.sendRaw(host, port, data);
+  }
+
+  /** Level-triggered: cb runs while the socket has data, so drain it with udpRecv. */
+  onUdpReadable(cb: () => void): void {
+    this.#n.onUdpReadable(cb);
+  }
+
+  onTunReadable(cb: () => void): void {
+    this.#n.onTunReadable(cb);
+  }
+
+  stats(): Record<string, number> {
+    return this.#n.stats();
+  }
+
+  /** Stops polling, closes the fds, wipes session keys. Safe to call more than once. */
+  close(): void {
+    this.#n.close();
+  }
+}
+
+/** CLOCK_MONOTONIC in ms: libuv's hrtime reads the same clock the engine stamps lastRxMs with. */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}

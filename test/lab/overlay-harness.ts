@@ -1,0 +1,144 @@
+// Runs real FullVRs and TinyVRs (the built CLI, dist/tinyvine.mjs) inside a lab, with
+// configs generated per test, and reads their JSON status endpoints.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { generateKeyPair } from '../../shared/handshake.js';
+import type { Lab } from './topology.js';
+import type { SpawnHandle } from './netns.js';
+
+export const CLI = resolve(import.meta.dirname, '../../dist/tinyvine.mjs');
+export const FULLVR_PORT = 4789;
+export const FULLVR_CONTROL = '127.0.0.1:4790';
+export const TINYVR_CONTROL = '127.0.0.1:4791';
+
+export interface NetworkSpec {
+  id: number;
+  name: string;
+  mode: 'physical' | 'virtual';
+  auth?: 'hmac' | 'aes-gcm' | 'chacha' | 'none';
+  overlay?: string;
+  /** GNDT: subnet -> FullVR (by lab site name). */
+  sites: Array<{ site: string; subnet: string }>;
+  /** LAN prefixes served through the TUN of the FullVR of the given site. */
+  lan?: Array<{ site: string; prefix: string }>;
+  token: string;
+}
+
+export interface FullvrHandle {
+  site: string;
+  id: number;
+  publicKey: string;
+  privateKey: string;
+  configPath: string;
+  proc: SpawnHandle | null;
+}
+
+export class Overlay {
+  readonly dir = mkdtempSync(join(tmpdir(), 'tinyvine-e2e-'));
+  readonly fullvrs = new Map<string, FullvrHandle>();
+  readonly tinyvrs = new Map<string, SpawnHandle>();
+
+  constructor(
+    readonly lab: Lab,
+    readonly networks: NetworkSpec[],
+    fullvrSites: string[],
+  ) {
+    fullvrSites.forEach((site, i) => {
+      const k = generateKeyPair();
+      this.fullvrs.set(site, { site, id: i + 1, publicKey: k.publicKey, privateKey: k.privateKey, configPath: join(this.dir, `fullvr-${site}.yaml`), proc: null });
+    });
+    for (const f of this.fullvrs.values()) writeFileSync(f.configPath, stringify(this.fullvrConfig(f)));
+  }
+
+  endpoint(site: string): string {
+    return `${this.lab.site(site).fullvrPublic}:${FULLVR_PORT}`;
+  }
+
+  private fullvrConfig(f: FullvrHandle): Record<string, unknown> {
+    const vrOf = (site: string) => this.fullvrs.get(site)!.id;
+    const nets = this.networks.filter((n) => n.sites.some((s) => s.site === f.site) || n.lan?.some((l) => l.site === f.site));
+    return {
+      id: f.id,
+      listen: `0.0.0.0:${FULLVR_PORT}`,
+      privateKey: f.privateKey,
+      control: FULLVR_CONTROL,
+      tun: { name: 'tvfvr0' },
+      keepaliveSeconds: 2,
+      peers: [...this.fullvrs.values()].filter((p) => p !== f).map((p) => ({ id: p.id, endpoint: this.endpoint(p.site), publicKey: p.publicKey })),
+      networks: nets.map((n) => ({
+        id: n.id,
+        name: n.name,
+        mode: n.mode,
+        auth: n.auth ?? 'hmac',
+        ...(n.overlay ? { overlay: n.overlay } : {}),
+        sites: n.sites.map((s) => ({ name: s.site, subnet: s.subnet, vr: vrOf(s.site) })),
+        ...(n.lan?.some((l) => l.site === f.site) ? { lan: n.lan.filter((l) => l.site === f.site).map((l) => l.prefix) } : {}),
+      })),
+      tokens: nets.map((n) => ({ token: n.token, network: n.id })),
+    };
+  }
+
+  async startFullvr(site: string): Promise<FullvrHandle> {
+    const f = this.fullvrs.get(site)!;
+    f.proc = this.lab.spawn(`${site}-fvr`, [process.execPath, CLI, 'fullvr', '--config', f.configPath], {
+      logFile: join(this.lab.logsDir, `fullvr-${site}-${Date.now()}.log`),
+    });
+    await f.proc.waitForLog(/fullvr ready/, 15_000);
+    return f;
+  }
+
+  async startAllFullvrs(): Promise<void> {
+    await Promise.all([...this.fullvrs.keys()].map((s) => this.startFullvr(s)));
+  }
+
+  /** Start a TinyVR in VM `vm` joining the FullVR of `site` with the token of `network`. */
+  async startTinyvr(vm: string, site: string, network: number, extra: string[] = []): Promise<SpawnHandle> {
+    const net = this.networks.find((n) => n.id === network)!;
+    const f = this.fullvrs.get(site)!;
+    const h = this.lab.spawn(
+      vm,
+      [process.execPath, CLI, 'tinyvr', '--fullvr', this.endpoint(site), '--fullvr-key', f.publicKey, '--token', net.token, '--control', TINYVR_CONTROL, '--keepalive', '2', ...extra],
+      { logFile: join(this.lab.logsDir, `tinyvr-${vm}-${Date.now()}.log`) },
+    );
+    this.tinyvrs.set(vm, h);
+    await h.waitForLog(/ joined /, 15_000);
+    return h;
+  }
+
+  async status(node: string, control = FULLVR_CONTROL): Promise<any> {
+    const r = await this.lab.exec(node, ['curl', '-sf', '--max-time', '3', `http://${control}/status`]);
+    return JSON.parse(r.stdout);
+  }
+
+  fullvrStatus(site: string): Promise<any> {
+    return this.status(`${site}-fvr`);
+  }
+
+  tinyvrStatus(vm: string): Promise<any> {
+    return this.status(vm, TINYVR_CONTROL);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.tinyvrs.values()].map((h) => h.kill('SIGTERM', 3000)));
+    await Promise.all([...this.fullvrs.values()].map((f) => f.proc?.kill('SIGTERM', 3000)));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Poll `fn` until it returns truthy or the time is up. */
+export async function waitFor<T>(fn: () => Promise<T>, timeoutMs: number, stepMs = 100): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}

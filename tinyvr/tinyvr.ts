@@ -1,0 +1,363 @@
+// The TinyVR: a TUN device that carries only overlay destinations, and one session to
+// one FullVR. Intra-site traffic never reaches it because no route sends it here.
+import { lookup } from 'node:dns/promises';
+import { renameSync, writeFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Server } from 'node:http';
+import { cidrContains, ipToBytes, parseCidr, parseEndpoint } from '../shared/cidr.js';
+import { loadPublicKey } from '../shared/handshake.js';
+import { Initiator, type Established } from '../shared/initiator.js';
+import { log } from '../shared/log.js';
+import { checkRoot, checkTunDevice, localAddresses, NetChanges, sourceAddressFor } from '../shared/os-net.js';
+import {
+  Action,
+  Kind,
+  M,
+  META_FIELDS,
+  PacketBatch,
+  PacketEngine,
+  SLOT_SIZE,
+  closeFd,
+  monotonicMs,
+  openTun,
+  openUdp,
+} from '../shared/packet-engine.js';
+import { makePump } from '../shared/pump.js';
+import { SessionIndexAllocator } from '../shared/session-index.js';
+import { startStatusServer } from '../shared/status-server.js';
+import { UserError } from '../shared/user-error.js';
+import { MsgType, decodeError } from '../shared/wire.js';
+import { authModeOf, type AuthName } from '../shared/auth-mode.js';
+import type { TinyvrConfig } from './config.js';
+
+const BATCH = 64;
+
+interface JoinState {
+  network: number;
+  mode: 'physical' | 'virtual';
+  address: string;
+  prefixlen: number;
+  routes: string[];
+  mtu: number;
+  memberId: number;
+  keepaliveSeconds: number;
+  auth: AuthName;
+}
+
+export class TinyVR {
+  private engine!: PacketEngine;
+  private initiator!: Initiator;
+  private indices = new SessionIndexAllocator();
+  private net = new NetChanges();
+  private tunName = '';
+  private fullvrHost = '';
+  private fullvrPort = 0;
+  private session = 0;
+  private remoteIndex = 0;
+  private join: JoinState | null = null;
+  private installedRoutes = new Set<string>();
+  private ownAddr = new Uint8Array(16);
+  private ownAddrLen = 0;
+  private outNetwork = 0;
+  private timers: NodeJS.Timeout[] = [];
+  private statusServer: Server | null = null;
+  private joinedAtMono = 0;
+  private stopped = false;
+  private counters = { joins: 0, rejoins: 0, not_for_me: 0, routes_refused: 0 };
+  private physicalAddrs: string[] = [];
+  private firstJoin: { resolve: () => void; reject: (e: Error) => void } | null = null;
+
+  constructor(private cfg: TinyvrConfig) {}
+
+  /** Resolves once joined; rejects (leaving nothing behind) if the first join fails. */
+  async start(): Promise<void> {
+    checkRoot('the TinyVR');
+    checkTunDevice();
+    const ep = parseEndpoint(this.cfg.fullvr);
+    const fullvrKey = loadPublicKey(this.cfg.fullvrKey);
+    try {
+      this.fullvrHost = (await lookup(ep.host)).address;
+    } catch {
+      throw new UserError(`cannot resolve FullVR host "${ep.host}"`);
+    }
+    this.fullvrPort = ep.port;
+    const v6 = this.fullvrHost.includes(':');
+    let udpFd = -1;
+    let tunFd = -1;
+    try {
+      udpFd = openUdp(v6 ? '::' : '0.0.0.0', 0).fd;
+      const tun = openTun(this.cfg.tun?.name ?? 'tvn0');
+      tunFd = tun.fd;
+      this.tunName = tun.name;
+      this.engine = new PacketEngine({ udpFd, tunFd, mtu: 1500 });
+    } catch (e) {
+      if (tunFd >= 0) closeFd(tunFd);
+      if (udpFd >= 0) closeFd(udpFd);
+      throw e instanceof UserError ? e : new UserError(`tinyvr: ${(e as Error).message}`);
+    }
+    // Our provider-assigned addresses; the one that routes to the FullVR first.
+    const src = sourceAddressFor(this.fullvrHost);
+    const all = localAddresses([this.tunName]).map((a) => a.address);
+    this.physicalAddrs = src ? [src, ...all.filter((a) => a !== src)] : all;
+
+    const batchTun = new PacketBatch(BATCH);
+    const batchUdp = new PacketBatch(BATCH);
+    this.engine.onTunReadable(
+      makePump(batchTun, {
+        read: (b) => this.engine.tunRead(b),
+        decide: (b, n) => this.decideTun(b, n),
+        forward: (b, n) => this.engine.forward(b, n),
+      }),
+    );
+    this.engine.onUdpReadable(
+      makePump(batchUdp, {
+        read: (b) => this.engine.udpRecv(b),
+        decide: (b, n) => this.decideUdp(b, n),
+        forward: (b, n) => this.engine.forward(b, n),
+        after: (b, n) => this.afterUdp(b, n),
+      }),
+    );
+    this.initiator = new Initiator({
+      engine: this.engine,
+      indices: this.indices,
+      responderPublic: fullvrKey,
+      senderId: 0,
+      host: this.fullvrHost,
+      port: this.fullvrPort,
+      payload: () => ({ kind: 'tinyvr', token: this.cfg.token, addrs: this.physicalAddrs, want: this.join?.address }),
+      onEstablished: (s) => this.onJoined(s),
+      onRefused: (reason) => this.onRefused(reason),
+      maxRetryMs: 2000,
+    });
+    this.writeStatus('joining');
+    const joined = new Promise<void>((resolve, reject) => (this.firstJoin = { resolve, reject }));
+    const timeout = setTimeout(
+      () =>
+        this.firstJoin?.reject(
+          new UserError(`FullVR ${this.cfg.fullvr} did not answer within ${this.cfg.joinTimeoutSeconds} s (check its address, UDP port, key and firewall)`),
+        ),
+      this.cfg.joinTimeoutSeconds * 1000,
+    );
+    this.initiator.start();
+    try {
+      await joined;
+    } catch (e) {
+      this.stop();
+      throw e;
+    } finally {
+      clearTimeout(timeout);
+      this.firstJoin = null;
+    }
+    if (this.cfg.control) {
+      try {
+        this.statusServer = await startStatusServer(this.cfg.control, () => this.status());
+      } catch (e) {
+        this.stop();
+        throw e;
+      }
+    }
+    const ka = this.cfg.keepaliveSeconds * 1000;
+    this.timers.push(setInterval(() => this.tick(), Math.min(ka, 1000 * Math.max(1, this.join?.keepaliveSeconds ?? 10))));
+  }
+
+  private onRefused(reason: string): void {
+    log.error('join refused', { fullvr: this.cfg.fullvr, reason });
+    if (this.firstJoin) {
+      this.initiator.stop();
+      this.firstJoin.reject(new UserError(`join refused by FullVR ${this.cfg.fullvr}: ${reason}`, 4));
+    }
+  }
+
+  private onJoined(s: Established): void {
+    const p = s.payload as unknown as JoinState;
+    const rejoin = this.join !== null;
+    try {
+      this.engine.setSession(s.index, {
+        peerHost: this.fullvrHost,
+        peerPort: this.fullvrPort,
+        remoteIndex: s.remoteIndex,
+        senderId: p.memberId,
+        mode: authModeOf(p.auth),
+        txKey: s.txKey,
+        rxKey: s.rxKey,
+      });
+      this.configure(p);
+    } catch (e) {
+      const err = e instanceof UserError ? e : new UserError(`join answer could not be applied: ${(e as Error).message}`);
+      if (this.firstJoin) return this.firstJoin.reject(err);
+      log.error('rejoin failed', { error: err.message });
+      return;
+    }
+    const old = this.session;
+    this.session = s.index;
+    this.remoteIndex = s.remoteIndex;
+    this.outNetwork = p.network;
+    if (old && old !== s.index) {
+      this.engine.deleteSession(old);
+      this.indices.release(old);
+    }
+    this.join = p;
+    this.joinedAtMono = monotonicMs();
+    if (rejoin) this.counters.rejoins++;
+    else this.counters.joins++;
+    log.info(rejoin ? 'rejoined' : 'joined', {
+      address: p.address,
+      network: p.network,
+      mode: p.mode,
+      fullvr: this.cfg.fullvr,
+      routes: p.routes.join(','),
+      mtu: p.mtu,
+    });
+    this.writeStatus('joined');
+    this.firstJoin?.resolve();
+  }
+
+  /** Apply (or update, on rejoin) the TUN address, MTU and overlay routes from a join answer. */
+  private configure(p: JoinState): void {
+    const prev = this.join;
+    const dev = this.tunName;
+    if (!prev) this.net.linkUp(dev, p.mtu);
+    if (p.mode === 'virtual' && prev?.address !== p.address) {
+      if (prev) this.net.removeAddress(dev, `${prev.address}/32`);
+      this.net.addAddress(dev, `${p.address}/32`);
+    }
+    const bytes = ipToBytes(p.address);
+    this.ownAddr.set(bytes);
+    this.ownAddrLen = bytes.length;
+    const wanted = new Set<string>();
+    for (const r of p.routes) {
+      const c = parseCidr(r);
+      // Never steal the default route or our own site's traffic, whatever the FullVR says.
+      if (c.bits === 0 || this.physicalAddrs.some((a) => safeContains(r, a))) {
+        this.counters.routes_refused++;
+        log.warn('route refused', { route: r, why: c.bits === 0 ? 'default route' : 'contains this VM\'s own subnet' });
+        continue;
+      }
+      wanted.add(r);
+    }
+    for (const r of this.installedRoutes) if (!wanted.has(r)) this.net.removeRoute(r, dev);
+    for (const r of wanted) this.net.addRoute(r, dev, p.address);
+    this.installedRoutes = wanted;
+  }
+
+  private decideTun(batch: PacketBatch, n: number): void {
+    const meta = batch.meta;
+    const action = this.session > 0 ? this.session : Action.DROP;
+    for (let i = 0; i < n; i++) {
+      const b = i * META_FIELDS;
+      meta[b + M.ACTION] = action;
+      meta[b + M.OUTNET] = this.outNetwork;
+    }
+  }
+
+  private ctrl = new Int32Array(BATCH);
+  private ctrlCount = 0;
+
+  private decideUdp(batch: PacketBatch, n: number): void {
+    const meta = batch.meta;
+    const buf = batch.buf;
+    this.ctrlCount = 0;
+    for (let i = 0; i < n; i++) {
+      const b = i * META_FIELDS;
+      const kind = meta[b + M.KIND];
+      meta[b + M.ACTION] = Action.DROP;
+      if (kind === Kind.CONTROL) {
+        this.ctrl[this.ctrlCount++] = i;
+        continue;
+      }
+      if (kind !== Kind.DATA) continue;
+      // Deliver only packets addressed to us: a confused or hostile FullVR cannot use us as a router.
+      const off = i * SLOT_SIZE + meta[b + M.OFF];
+      const v = buf[off] >> 4;
+      const dst = v === 4 ? off + 16 : off + 24;
+      const len = v === 4 ? 4 : 16;
+      let ok = len === this.ownAddrLen;
+      for (let k = 0; ok && k < len; k++) ok = buf[dst + k] === this.ownAddr[k];
+      if (ok) meta[b + M.ACTION] = Action.TUN;
+      else this.counters.not_for_me++;
+    }
+  }
+
+  private afterUdp(batch: PacketBatch, _n: number): void {
+    for (let k = 0; k < this.ctrlCount; k++) {
+      const i = this.ctrl[k];
+      const b = i * META_FIELDS;
+      const off = i * SLOT_SIZE + batch.meta[b + M.OFF];
+      const msg = Buffer.from(batch.buf.subarray(off, off + batch.meta[b + M.LEN]));
+      const type = batch.meta[b + M.TYPE];
+      if (type === MsgType.RESP) this.initiator.handleResp(msg.readUInt32BE(4), msg);
+      else if (type === MsgType.ERROR) {
+        try {
+          const e = decodeError(msg);
+          if (this.session && e.receiverIndex === this.remoteIndex) {
+            log.info('fullvr lost our session (restarted?), rejoining');
+            this.initiator.start();
+          }
+        } catch {
+          /* malformed */
+        }
+      }
+    }
+  }
+
+  private tick(): void {
+    if (!this.session) return;
+    this.engine.sendKeepalive(this.session);
+    const ka = (this.join?.keepaliveSeconds ?? this.cfg.keepaliveSeconds) * 1000;
+    const info = this.engine.sessionInfo(this.session);
+    const last = Math.max(info?.lastRxMs ?? 0, this.joinedAtMono);
+    if (monotonicMs() - last > 3 * Math.min(ka, this.cfg.keepaliveSeconds * 1000) && !this.initiator.active) {
+      log.warn('fullvr silent, rejoining', { fullvr: this.cfg.fullvr, silentMs: monotonicMs() - last });
+      this.writeStatus('rejoining');
+      this.initiator.start();
+    }
+  }
+
+  private writeStatus(state: string): void {
+    if (!this.cfg.statusFile) return;
+    const body = JSON.stringify({ state, pid: process.pid, fullvr: this.cfg.fullvr, ...(this.join ?? {}), updated: new Date().toISOString() }) + '\n';
+    try {
+      mkdirSync(dirname(this.cfg.statusFile), { recursive: true });
+      const tmp = `${this.cfg.statusFile}.${process.pid}.tmp`;
+      writeFileSync(tmp, body);
+      renameSync(tmp, this.cfg.statusFile); // atomic: readers never see half a file
+    } catch (e) {
+      log.warn('cannot write status file', { file: this.cfg.statusFile, error: (e as Error).message });
+    }
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.initiator?.stop();
+    this.statusServer?.close();
+    this.engine?.close(); // closing the TUN fd removes the device and every route through it
+    for (const e of this.net.rollback()) log.warn('cleanup', { error: e });
+    this.writeStatus('stopped');
+    log.info('tinyvr stopped');
+  }
+
+  status(): Record<string, unknown> {
+    const info = this.session ? this.engine.sessionInfo(this.session) : null;
+    return {
+      role: 'tinyvr',
+      state: this.join ? 'joined' : 'joining',
+      fullvr: this.cfg.fullvr,
+      tun: this.tunName,
+      join: this.join,
+      routes: [...this.installedRoutes],
+      session: info,
+      counters: this.counters,
+      engine: this.engine?.stats() ?? {},
+    };
+  }
+}
+
+function safeContains(cidr: string, ip: string): boolean {
+  try {
+    return cidrContains(cidr, ip);
+  } catch {
+    return false;
+  }
+}
