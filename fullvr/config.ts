@@ -61,7 +61,8 @@ export const FullvrConfigSchema = z.strictObject({
   // file holding the base64 private key; relative paths are relative to the config file
   privateKeyFile: z.string().min(1).optional(),
   // underlay path MTU; TUN MTU = pathMtu - 68 over IPv4 (pathMtu - 88 over IPv6)
-  pathMtu: z.number().min(576).max(65535).int().default(1500),
+  // (at most 2036: the packet engine's 2048-byte slots bound the inner packet to 1968 bytes)
+  pathMtu: z.number().min(576).max(2036).int().default(1500),
   // optional: only needed when some network has `lan` prefixes on this VR
   tun: z.strictObject({ name: zIfName.default('tvn0') }).optional(),
   // optional local HTTP status endpoint (JSON stats), e.g. "127.0.0.1:4790"; omit to disable

@@ -60,6 +60,7 @@ interface NativeEngine {
   setSession(index: number, peerHost: string, peerPort: number, remoteIndex: number, senderId: number, mode: number, txKey: Buffer, rxKey: Buffer): void;
   setSessionEndpoint(index: number, host: string, port: number): void;
   deleteSession(index: number): void;
+  setMtu(mtu: number): void;
   sessionInfo(index: number): SessionInfo | null;
   udpRecv(buf: Buffer, meta: Int32Array, addr: Buffer): number;
   tunRead(buf: Buffer, meta: Int32Array): number;
@@ -185,6 +186,11 @@ export class PacketEngine {
 
   setSessionEndpoint(index: number, host: string, port: number): void {
     this.#n.setSessionEndpoint(index, host, port);
+  }
+
+  /** Largest inner packet sent to UDP, and the MSS clamp target (mtu - 40 / - 60). */
+  setMtu(mtu: number): void {
+    this.#n.setMtu(mtu);
   }
 
   deleteSession(index: number): void {

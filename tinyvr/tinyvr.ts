@@ -217,6 +217,7 @@ export class TinyVR {
     const prev = this.join;
     const dev = this.tunName;
     if (!prev) this.net.linkUp(dev, p.mtu);
+    this.engine.setMtu(p.mtu);
     if (p.mode === 'virtual' && prev?.address !== p.address) {
       if (prev) this.net.removeAddress(dev, `${prev.address}/32`);
       this.net.addAddress(dev, `${p.address}/32`);

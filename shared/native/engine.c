@@ -595,6 +595,24 @@ static napi_value Engine_setSessionEndpoint(napi_env env, napi_callback_info inf
   return undefined(env);
 }
 
+/* setMtu(mtu): the TinyVR learns its tunnel MTU from the join answer, after the engine exists. */
+static napi_value Engine_setMtu(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  int32_t mtu;
+  if (argc < 1 || !arg_i32(env, argv[0], "mtu", &mtu)) return NULL;
+  if (mtu < TV_MIN_MTU || mtu > TV_MAX_MTU) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "mtu must be %d..%d", TV_MIN_MTU, TV_MAX_MTU);
+    napi_throw_range_error(env, NULL, msg);
+    return NULL;
+  }
+  e->mtu = mtu;
+  return undefined(env);
+}
+
 static napi_value Engine_deleteSession(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1099,6 +1117,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
     {"setSession", NULL, Engine_setSession, NULL, NULL, NULL, napi_default, NULL},
     {"setSessionEndpoint", NULL, Engine_setSessionEndpoint, NULL, NULL, NULL, napi_default, NULL},
+    {"setMtu", NULL, Engine_setMtu, NULL, NULL, NULL, napi_default, NULL},
     {"deleteSession", NULL, Engine_deleteSession, NULL, NULL, NULL, napi_default, NULL},
     {"sessionInfo", NULL, Engine_sessionInfo, NULL, NULL, NULL, napi_default, NULL},
     {"udpRecv", NULL, Engine_udpRecv, NULL, NULL, NULL, napi_default, NULL},

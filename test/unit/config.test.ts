@@ -277,7 +277,7 @@ describe('FullVR config: each error is one line naming file and field', () => {
 
 describe('TinyVR config', () => {
   it('loads and fills defaults', () => {
-    const cfg = loadTinyvrConfig(write('tinyvr.yaml', { ...baseTinyvr(), status: '/run/tinyvine/status.json' }));
+    const cfg = loadTinyvrConfig(write('tinyvr.yaml', { ...baseTinyvr(), statusFile: '/run/tinyvine/status.json' }));
     expect(cfg).toEqual({
       fullvr: '203.0.113.1:4789',
       fullvrKey: PUB2,
@@ -285,7 +285,7 @@ describe('TinyVR config', () => {
       tun: { name: 'tvn0' },
       keepaliveSeconds: 10,
       joinTimeoutSeconds: 15,
-      status: '/run/tinyvine/status.json',
+      statusFile: '/run/tinyvine/status.json',
     });
     expect(parseTinyvrConfig({ ...baseTinyvr(), fullvr: '[2001:db8::1]:4789', tun: { name: 'ovl0' } }, 'x').tun.name).toBe('ovl0');
   });
@@ -305,7 +305,7 @@ describe('TinyVR config', () => {
     ['unknown key', (c) => (c.status_file = '/x'), 'tinyvr.yaml: unknown key "status_file" at top level'],
     ['unknown tun key', (c) => (c.tun = { name: 'tvn0', mtu: 1400 }), 'tinyvr.yaml: unknown key "mtu" in tun'],
     ['short token', (c) => (c.token = 'abc'), 'tinyvr.yaml: token: must be at least 16 characters long'],
-    ['empty status path', (c) => (c.status = ''), 'tinyvr.yaml: status: must be at least 1 character long'],
+    ['empty status path', (c) => (c.statusFile = ''), 'tinyvr.yaml: statusFile: must be at least 1 character long'],
   ];
   for (const [what, mutate, expected] of cases) {
     it(what, () => {
