@@ -154,7 +154,14 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  if (e instanceof UserError || (e as Error)?.name === 'ConfigError') {
+  const problems = (e as { problems?: string[] })?.problems;
+  if ((e as Error)?.name === 'ConfigError' && problems?.length) {
+    // One line per error: the first problem, and how many more the file has.
+    const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''} in that file)` : '';
+    process.stderr.write(`tinyvine: ${problems[0]}${more}\n`);
+    process.exit(2);
+  }
+  if (e instanceof UserError) {
     process.stderr.write(`tinyvine: ${(e as Error).message}\n`);
     process.exit((e as UserError).exitCode ?? 2);
   }

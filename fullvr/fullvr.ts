@@ -57,6 +57,7 @@ export class FullVR {
   private readonly mtu: number;
   private readonly peerMode: AuthMode;
   private stopped = false;
+  private started = false;
 
   constructor(
     private cfg: FullvrConfig,
@@ -150,6 +151,7 @@ export class FullVR {
     this.timers.push(setInterval(() => this.peers.tick(), ka));
     this.timers.push(setInterval(() => this.expireMembers(), Math.min(ka, 10_000)));
     this.timers.push(setInterval(() => (this.errorBudget = 100), 1000));
+    this.started = true;
     log.info('fullvr ready', {
       id: this.cfg.id,
       listen: this.cfg.listen,
@@ -183,7 +185,7 @@ export class FullVR {
     this.engine?.close();
     const errs = this.net.rollback();
     for (const e of errs) log.warn('cleanup', { error: e });
-    log.info('fullvr stopped', { id: this.cfg.id });
+    if (this.started) log.info('fullvr stopped', { id: this.cfg.id });
   }
 
   private afterUdpBatch(batch: PacketBatch): void {

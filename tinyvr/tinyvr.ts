@@ -161,11 +161,13 @@ export class TinyVR {
   }
 
   private onRefused(reason: string): void {
-    log.error('join refused', { fullvr: this.cfg.fullvr, reason });
     if (this.firstJoin) {
+      // The CLI prints this as the one line explaining the exit.
       this.initiator.stop();
       this.firstJoin.reject(new UserError(`join refused by FullVR ${this.cfg.fullvr}: ${reason}`, 4));
+      return;
     }
+    log.error('rejoin refused', { fullvr: this.cfg.fullvr, reason });
   }
 
   private onJoined(s: Established): void {
@@ -336,7 +338,7 @@ export class TinyVR {
     this.engine?.close(); // closing the TUN fd removes the device and every route through it
     for (const e of this.net.rollback()) log.warn('cleanup', { error: e });
     this.writeStatus('stopped');
-    log.info('tinyvr stopped');
+    if (this.join) log.info('tinyvr stopped');
   }
 
   status(): Record<string, unknown> {
