@@ -57,6 +57,7 @@ const commands: Record<string, Runner> = {
   --config FILE         read these settings from a YAML file instead (flags override it)
   --tun NAME            TUN device name (default tvn0)
   --status-file FILE    write {"state": "joined", "address": ...} there (for scripts)
+  --ticket-file FILE    keep the FullVR's rejoin ticket there across restarts
   --control HOST:PORT   serve JSON status over HTTP on this local endpoint
   --keepalive SECONDS   keepalive interval, at most 25 (default 10)
   --join-timeout SECONDS  give up if the FullVR does not answer (default 15)`;
@@ -69,6 +70,7 @@ const commands: Record<string, Runner> = {
         token: { type: 'string' },
         tun: { type: 'string' },
         'status-file': { type: 'string' },
+        'ticket-file': { type: 'string' },
         control: { type: 'string' },
         keepalive: { type: 'string' },
         'join-timeout': { type: 'string' },
@@ -90,6 +92,7 @@ const commands: Record<string, Runner> = {
       token: o.token,
       tun: o.tun ? { name: o.tun } : undefined,
       statusFile: o['status-file'],
+      ticketFile: o['ticket-file'],
       control: o.control,
       keepaliveSeconds: num(o.keepalive, 'keepalive'),
       joinTimeoutSeconds: num(o['join-timeout'], 'join-timeout'),

@@ -86,6 +86,24 @@ export const FullvrConfigSchema = z.strictObject({
   tokens: z.array(z.strictObject({ token: zToken, network: zId })).default([]),
   // keepalive interval towards peers and sessions, seconds (1..25, below common NAT timeouts)
   keepaliveSeconds: zKeepalive.default(10),
+  // the download server ("ViNe Authority") this FullVR trusts and reports to
+  authority: z
+    .strictObject({
+      // Ed25519 public key (base64) the authority signs join tokens with; tokens are verified offline
+      publicKey: zKey32,
+      // base URL for heartbeats (load, members); omit to run without reporting
+      url: z.string().url().optional(),
+      // bearer token for the heartbeat API
+      apiToken: z.string().min(16).optional(),
+      // heartbeat interval, seconds
+      heartbeatSeconds: z.number().int().min(1).max(300).default(5),
+    })
+    .optional(),
+  // where this FullVR is, as the authority names it (for FullVR selection)
+  provider: z.string().min(1).max(64).optional(),
+  region: z.string().min(1).max(64).optional(),
+  // directory for state that must survive restarts (used single-use token ids); optional
+  stateDir: z.string().min(1).optional(),
 });
 
 /** The validated config. privateKey is always set (read from privateKeyFile if that was used). */

@@ -31,7 +31,9 @@ import type { FullvrConfig } from './config.js';
 import { FullvrDatapath, SessionKind } from './datapath.js';
 import { Members } from './members.js';
 import { Peers } from './peers.js';
-import { StaticTokens, type TokenVerifier } from './tokens.js';
+import { FullvrTokens, type TokenVerifier } from './tokens.js';
+import { MemberTickets } from './tickets.js';
+import { loadVerifyKey } from '../shared/join-token.js';
 
 const BATCH = 64;
 /** Sentinel session index in a refusal RESP: no session was created. */
@@ -41,6 +43,7 @@ export class FullVR {
   readonly tables = new RoutingTables();
   readonly datapath: FullvrDatapath;
   readonly members: Members;
+  readonly tokens: TokenVerifier;
   peers!: Peers;
   readonly staticKey: StaticKey;
   readonly publicKey: string;
@@ -53,6 +56,7 @@ export class FullVR {
   private statusServer: Server | null = null;
   private guard = new InitReplayGuard();
   private errorBudget = 100;
+  private refusals: Record<string, number> = {};
   private counters = { joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
   private readonly mtu: number;
   private readonly peerMode: AuthMode;
@@ -75,7 +79,16 @@ export class FullVR {
       this.tables.setPeer(p.id, { host: ep.host, port: ep.port, publicKey: p.publicKey });
     }
     this.datapath = new FullvrDatapath(this.tables, cfg.id, BATCH);
-    this.members = new Members(cfg.id, networks, this.tables, tokens ?? new StaticTokens(cfg.tokens), this.mtu);
+    this.tokens =
+      tokens ??
+      new FullvrTokens({
+        statics: cfg.tokens,
+        authorityKey: cfg.authority ? loadVerifyKey(cfg.authority.publicKey) : undefined,
+        selfId: cfg.id,
+        servedNetworks: new Set(cfg.networks.map((n) => n.id)),
+        stateDir: cfg.stateDir,
+      });
+    this.members = new Members(cfg.id, networks, this.tables, this.tokens, this.mtu, new MemberTickets(cfg.privateKey, cfg.id));
     // One session per peer carries every network, so it uses the strongest mode any of them asks for.
     this.peerMode = strongestMode(cfg.networks.map((n) => authModeOf(n.auth)));
   }
@@ -251,6 +264,7 @@ export class FullVR {
     const adm = this.members.admit(init.payload);
     if ('error' in adm) {
       this.counters.joins_refused++;
+      this.refusals[adm.reason] = (this.refusals[adm.reason] ?? 0) + 1;
       log.warn('join refused', { from: `${host}:${port}`, reason: adm.error });
       const r = init.respond({ index: NO_SESSION, senderId: this.cfg.id, payload: { error: adm.error } });
       this.engine.sendRaw(host, port, r.message);
@@ -275,7 +289,7 @@ export class FullVR {
     });
     this.datapath.sessionKind[index] = SessionKind.MEMBER;
     this.datapath.sessionNetwork[index] = net.id;
-    const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`);
+    const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`, adm.grant);
     if (replaced !== null) this.dropMemberSession(replaced);
     this.engine.sendRaw(host, port, r.message);
     this.counters.joins++;
@@ -328,6 +342,7 @@ export class FullVR {
       publicKey: this.publicKey,
       mtu: this.mtu,
       counters: { ...this.counters, routed: this.datapath.routed },
+      joinRefusals: this.refusals,
       engine: this.engine?.stats() ?? {},
       drops: this.datapath.dropCounters(),
       members: this.members.list().map((m) => ({ ...m })),

@@ -4,7 +4,8 @@
 import { cidrContains, parseCidr } from '../shared/cidr.js';
 import type { RoutingTables } from '../shared/routing-tables.js';
 import type { FullvrConfig } from './config.js';
-import type { TokenVerifier } from './tokens.js';
+import type { TokenGrant, TokenVerifier } from './tokens.js';
+import type { MemberTickets } from './tickets.js';
 
 type NetworkCfg = FullvrConfig['networks'][number];
 
@@ -20,6 +21,7 @@ export interface Member {
 
 export interface JoinRequest {
   token?: unknown;
+  ticket?: unknown;
   addrs?: unknown;
   want?: unknown;
 }
@@ -32,6 +34,8 @@ export interface JoinAnswer {
   prefixlen: number;
   routes: string[];
   mtu: number;
+  /** Credential for rejoining without the (possibly single-use) token. */
+  ticket?: string;
 }
 
 export class Members {
@@ -44,6 +48,7 @@ export class Members {
     private tables: RoutingTables,
     private tokens: TokenVerifier,
     private mtu: number,
+    private tickets: MemberTickets,
   ) {}
 
   get size(): number {
@@ -62,13 +67,28 @@ export class Members {
    * Decide whether a join is admitted and with which address. Pure check: nothing is
    * recorded until commit(), so a refused join changes no state.
    */
-  admit(req: JoinRequest): { answer: JoinAnswer; physical: string } | { error: string } {
-    if (typeof req.token !== 'string' || !req.token) return { error: 'join request carries no token' };
-    const grant = this.tokens.verify(req.token);
-    if ('error' in grant) return grant;
-    const net = this.networks.get(grant.network);
-    if (!net) return { error: `network ${grant.network} is not served by this FullVR` };
+  admit(req: JoinRequest): { answer: JoinAnswer; physical: string; grant: TokenGrant } | { error: string; reason: string } {
     const addrs = Array.isArray(req.addrs) ? req.addrs.filter((a): a is string => typeof a === 'string') : [];
+    // A valid ticket for one of the member's own addresses re-admits it without the token.
+    const ticket = typeof req.ticket === 'string' ? this.tickets.verify(req.ticket) : null;
+    let grant: TokenGrant;
+    if (ticket && addrs.includes(ticket.addr)) grant = { network: ticket.net };
+    else {
+      if (typeof req.token !== 'string' || !req.token) return { error: 'join request carries no token', reason: 'no_token' };
+      const g = this.tokens.verify(req.token);
+      if ('error' in g) return g;
+      grant = g;
+    }
+    const r = this.place(grant.network, addrs, req.want);
+    if ('error' in r) return r;
+    r.answer.ticket = this.tickets.issue(r.answer.network, r.physical);
+    return { ...r, grant };
+  }
+
+  private place(network: number, addrs: string[], want: unknown): { answer: JoinAnswer; physical: string } | { error: string; reason: string } {
+    const grant = { network };
+    const net = this.networks.get(grant.network);
+    if (!net) return { error: `network ${grant.network} is not served by this FullVR`, reason: 'wrong_network' };
     const mine = net.sites.filter((s) => s.vr === this.selfId);
     // Physical mode: the member's own address is its overlay identity, so it must lie in a
     // subnet this VR serves. Virtual mode: any address; it only keys the sticky allocation.
@@ -77,6 +97,7 @@ export class Members {
     if (!physical) {
       return {
         error: `none of the member's addresses (${addrs.join(', ') || 'none'}) is in a subnet this FullVR serves for network ${net.id} (${mine.map((s) => s.subnet).join(', ') || 'none'})`,
+        reason: 'address_not_served',
       };
     }
     if (net.mode === 'physical') {
@@ -95,8 +116,8 @@ export class Members {
     }
     // Virtual mode: an overlay address from this VR's block, stable across rejoins.
     const overlay = parseCidr(net.overlay!);
-    const address = this.allocateVirtual(net, physical, typeof req.want === 'string' ? req.want : undefined);
-    if (!address) return { error: `no free overlay address left in this FullVR's blocks of network ${net.id}` };
+    const address = this.allocateVirtual(net, physical, typeof want === 'string' ? want : undefined);
+    if (!address) return { error: `no free overlay address left in this FullVR's blocks of network ${net.id}`, reason: 'pool_exhausted' };
     return {
       physical,
       answer: {
@@ -112,7 +133,8 @@ export class Members {
   }
 
   /** Record an admitted member; replaces an older session of the same address. Returns the replaced session. */
-  commit(session: number, answer: JoinAnswer, physical: string, endpoint: string): number | null {
+  commit(session: number, answer: JoinAnswer, physical: string, endpoint: string, grant: TokenGrant): number | null {
+    this.tokens.consume(grant);
     const old = this.byAddress.get(key(answer.network, answer.address));
     const m: Member = { session, network: answer.network, address: answer.address, physical, endpoint, joinedAt: Date.now() };
     if (old) this.forget(old.session);

@@ -17,6 +17,9 @@ export const TinyvrConfigSchema = z.strictObject({
   // optional path where the TinyVR writes its state as JSON ({"state": "joined", "address": ...}),
   // atomically on every change; the join script waits on it
   statusFile: z.string().min(1).optional(),
+  // optional file keeping the FullVR's rejoin ticket across restarts (a single-use join token
+  // cannot be presented twice; the ticket lets a restarted TinyVR rejoin)
+  ticketFile: z.string().min(1).optional(),
   // optional local HTTP status endpoint (JSON), e.g. "127.0.0.1:4791"; omit to disable
   control: zEndpoint(false).optional(),
   // give up when the FullVR does not answer the first join within this many seconds

@@ -1,7 +1,7 @@
 // The TinyVR: a TUN device that carries only overlay destinations, and one session to
 // one FullVR. Intra-site traffic never reaches it because no route sends it here.
 import { lookup } from 'node:dns/promises';
-import { renameSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { cidrContains, ipToBytes, parseCidr, parseEndpoint } from '../shared/cidr.js';
@@ -42,6 +42,7 @@ interface JoinState {
   memberId: number;
   keepaliveSeconds: number;
   auth: AuthName;
+  ticket?: string;
 }
 
 export class TinyVR {
@@ -65,6 +66,7 @@ export class TinyVR {
   private stopped = false;
   private counters = { joins: 0, rejoins: 0, not_for_me: 0, routes_refused: 0 };
   private physicalAddrs: string[] = [];
+  private ticket: string | undefined;
   private firstJoin: { resolve: () => void; reject: (e: Error) => void } | null = null;
 
   constructor(private cfg: TinyvrConfig) {}
@@ -100,6 +102,13 @@ export class TinyVR {
     const all = localAddresses([this.tunName]).map((a) => a.address);
     this.physicalAddrs = src ? [src, ...all.filter((a) => a !== src)] : all;
 
+    if (this.cfg.ticketFile) {
+      try {
+        this.ticket = readFileSync(this.cfg.ticketFile, 'utf8').trim() || undefined;
+      } catch {
+        /* no ticket yet */
+      }
+    }
     const batchTun = new PacketBatch(BATCH);
     const batchUdp = new PacketBatch(BATCH);
     this.engine.onTunReadable(
@@ -124,7 +133,7 @@ export class TinyVR {
       senderId: 0,
       host: this.fullvrHost,
       port: this.fullvrPort,
-      payload: () => ({ kind: 'tinyvr', token: this.cfg.token, addrs: this.physicalAddrs, want: this.join?.address }),
+      payload: () => ({ kind: 'tinyvr', token: this.cfg.token, ticket: this.ticket, addrs: this.physicalAddrs, want: this.join?.address }),
       onEstablished: (s) => this.onJoined(s),
       onRefused: (reason) => this.onRefused(reason),
       maxRetryMs: 2000,
@@ -200,6 +209,7 @@ export class TinyVR {
     }
     this.join = p;
     this.joinedAtMono = monotonicMs();
+    if (typeof p.ticket === 'string') this.saveTicket(p.ticket);
     if (rejoin) this.counters.rejoins++;
     else this.counters.joins++;
     log.info(rejoin ? 'rejoined' : 'joined', {
@@ -316,9 +326,23 @@ export class TinyVR {
     }
   }
 
+  private saveTicket(t: string): void {
+    this.ticket = t;
+    if (!this.cfg.ticketFile) return;
+    try {
+      mkdirSync(dirname(this.cfg.ticketFile), { recursive: true });
+      const tmp = `${this.cfg.ticketFile}.${process.pid}.tmp`;
+      writeFileSync(tmp, t + '\n', { mode: 0o600 });
+      renameSync(tmp, this.cfg.ticketFile);
+    } catch (e) {
+      log.warn('cannot write ticket file', { file: this.cfg.ticketFile, error: (e as Error).message });
+    }
+  }
+
   private writeStatus(state: string): void {
     if (!this.cfg.statusFile) return;
-    const body = JSON.stringify({ state, pid: process.pid, fullvr: this.cfg.fullvr, ...(this.join ?? {}), updated: new Date().toISOString() }) + '\n';
+    const { ticket: _secret, ...join } = this.join ?? ({} as Partial<JoinState>);
+    const body = JSON.stringify({ state, pid: process.pid, fullvr: this.cfg.fullvr, ...join, updated: new Date().toISOString() }) + '\n';
     try {
       mkdirSync(dirname(this.cfg.statusFile), { recursive: true });
       const tmp = `${this.cfg.statusFile}.${process.pid}.tmp`;
@@ -348,7 +372,7 @@ export class TinyVR {
       state: this.join ? 'joined' : 'joining',
       fullvr: this.cfg.fullvr,
       tun: this.tunName,
-      join: this.join,
+      join: this.join ? { ...this.join, ticket: undefined } : null,
       routes: [...this.installedRoutes],
       session: info,
       counters: this.counters,

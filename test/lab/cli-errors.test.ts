@@ -1,7 +1,7 @@
 // Bad input and hostile environments: each failure exits non-zero with ONE line naming the
 // problem, and leaves nothing behind (no TUN, no route, no changed sysctl).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -164,7 +164,13 @@ describe.skipIf(!support.ok)('environment errors leave nothing behind', () => {
   });
 
   it('not root: clear message, nothing created', async () => {
-    const r = await lab.exec('a1', ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...tinyvrArgs()], { check: false });
+    // The checkout may sit in a directory only root can read: give nobody its own copy of the CLI.
+    const pub = mkdtempSync(join(tmpdir(), 'tinyvine-nobody-'));
+    chmodSync(pub, 0o755);
+    copyFileSync(CLI, join(pub, 'tinyvine.mjs'));
+    const args = tinyvrArgs().map((a) => (a === CLI ? join(pub, 'tinyvine.mjs') : a));
+    const r = await lab.exec('a1', ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...args], { check: false });
+    rmSync(pub, { recursive: true, force: true });
     expect(r.code).not.toBe(0);
     expect(oneLine(r)).toMatch(/must run as root/);
     expect(await leftovers('a1')).toBe('');

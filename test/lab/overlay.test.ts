@@ -167,7 +167,9 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
     const st0 = await ov.fullvrStatus('a');
     const member = st0.members.find((m: any) => m.address === '10.1.0.11');
     // Forged: a real session index with a random key; truncated; wrong version; garbage.
+    // Forged: a real session, a counter never used (so not a replay), and a tag made without the key.
     const forged = Buffer.from(datagrams[0]);
+    forged.writeBigUInt64BE(1n << 40n, 16);
     randomBytes(16).copy(forged, forged.length - 16);
     const wrongVersion = Buffer.from(datagrams[0]);
     wrongVersion[0] = 9;
