@@ -1,0 +1,73 @@
+// The FullVRs the authority knows, with their health as reported by heartbeats.
+import { monotonicMs } from './clock.js';
+
+export interface FullvrEntry {
+  id: number;
+  endpoint: string;
+  publicKey: string;
+  provider: string | null;
+  region: string | null;
+  networks: number[];
+  /** Operator default: preferred when neither provider nor region matches. */
+  isDefault: boolean;
+}
+
+export interface FullvrHealth {
+  lastHeartbeatMono: number;
+  members: number;
+  load: number;
+  peersUp: number;
+}
+
+export class FullvrRegistry {
+  private entries = new Map<number, FullvrEntry>();
+  private health = new Map<number, FullvrHealth>();
+
+  constructor(
+    entries: FullvrEntry[],
+    private timeoutMs: number,
+  ) {
+    for (const e of entries) this.entries.set(e.id, e);
+  }
+
+  get(id: number): FullvrEntry | undefined {
+    return this.entries.get(id);
+  }
+
+  all(): FullvrEntry[] {
+    return [...this.entries.values()];
+  }
+
+  add(e: FullvrEntry): void {
+    this.entries.set(e.id, e);
+  }
+
+  heartbeat(id: number, h: { members: number; load: number; peersUp: number }): boolean {
+    if (!this.entries.has(id)) return false;
+    this.health.set(id, { ...h, lastHeartbeatMono: monotonicMs() });
+    return true;
+  }
+
+  isHealthy(id: number, now = monotonicMs()): boolean {
+    const h = this.health.get(id);
+    return !!h && now - h.lastHeartbeatMono <= this.timeoutMs;
+  }
+
+  load(id: number): number {
+    return this.health.get(id)?.load ?? Number.POSITIVE_INFINITY;
+  }
+
+  status(): unknown[] {
+    const now = monotonicMs();
+    return this.all().map((e) => {
+      const h = this.health.get(e.id);
+      return {
+        ...e,
+        healthy: this.isHealthy(e.id, now),
+        lastHeartbeatAgoMs: h ? Math.round(now - h.lastHeartbeatMono) : null,
+        members: h?.members ?? null,
+        load: h?.load ?? null,
+      };
+    });
+  }
+}
