@@ -1,8 +1,8 @@
 // `tinyvine` — one binary, subcommands for every role (like Nebula's single binary).
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { UserError } from '../shared/user-error.js';
-import { log, setLogComponent } from '../shared/log.js';
+import { setLogComponent } from '../shared/log.js';
+import { applyTinyvrFlags, exitWithError, parseFlags as parse, runUntilSignal, TINYVR_FLAG_OPTIONS } from '../shared/run-role.js';
 
 const VERSION = '0.1.0';
 
@@ -16,6 +16,10 @@ Commands:
   tinyvr   --fullvr HOST:PORT --fullvr-key KEY --token TOKEN [--tun NAME]
            [--status-file FILE] [--control HOST:PORT] [--config FILE]
                                     join this machine to the overlay through one FullVR
+  server   [--config FILE]          run the download server (zero-config join, FullVR choice);
+                                    without --config: embedded defaults plus a local FullVR
+  ranges   update|lookup [--catalog DIR] [IP ...]
+                                    fetch the providers' IP range files / look addresses up
   keygen                            print a new X25519 key pair (private, then public)
   pubkey                            read a private key on stdin, print its public key
   version                           print the version
@@ -24,19 +28,6 @@ Run 'tinyvine <command> --help' for the options of one command.
 Set TINYVINE_DEBUG=1 for debug logs.`;
 
 type Runner = (argv: string[]) => Promise<void>;
-
-function parse<T extends ParseArgsConfig['options']>(argv: string[], options: T, usage: string) {
-  try {
-    const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false });
-    if ((r.values as Record<string, unknown>).help) {
-      process.stdout.write(usage + '\n');
-      process.exit(0);
-    }
-    return r.values as { [K in keyof T]?: string };
-  } catch (e) {
-    throw new UserError(`${(e as Error).message.split('\n')[0]} (see --help)`);
-  }
-}
 
 const commands: Record<string, Runner> = {
   async fullvr(argv) {
@@ -61,46 +52,80 @@ const commands: Record<string, Runner> = {
   --control HOST:PORT   serve JSON status over HTTP on this local endpoint
   --keepalive SECONDS   keepalive interval, at most 25 (default 10)
   --join-timeout SECONDS  give up if the FullVR does not answer (default 15)`;
-    const o = parse(
-      argv,
-      {
-        config: { type: 'string', short: 'c' },
-        fullvr: { type: 'string' },
-        'fullvr-key': { type: 'string' },
-        token: { type: 'string' },
-        tun: { type: 'string' },
-        'status-file': { type: 'string' },
-        'ticket-file': { type: 'string' },
-        control: { type: 'string' },
-        keepalive: { type: 'string' },
-        'join-timeout': { type: 'string' },
-      },
-      usage,
-    );
+    const o = parse(argv, TINYVR_FLAG_OPTIONS, usage);
     setLogComponent('tinyvr');
     const { loadTinyvrRaw, parseTinyvrConfig } = await import('../tinyvr/config.js');
     const { TinyVR } = await import('../tinyvr/tinyvr.js');
-    const raw: Record<string, unknown> = o.config ? loadTinyvrRaw(o.config) : {};
-    const num = (s: string | undefined, flag: string) => {
-      if (s === undefined) return undefined;
-      if (!/^\d+$/.test(s)) throw new UserError(`--${flag}: "${s}" is not a whole number of seconds`);
-      return Number(s);
-    };
-    const flags: Record<string, unknown> = {
-      fullvr: o.fullvr,
-      fullvrKey: o['fullvr-key'],
-      token: o.token,
-      tun: o.tun ? { name: o.tun } : undefined,
-      statusFile: o['status-file'],
-      ticketFile: o['ticket-file'],
-      control: o.control,
-      keepaliveSeconds: num(o.keepalive, 'keepalive'),
-      joinTimeoutSeconds: num(o['join-timeout'], 'join-timeout'),
-    };
-    for (const [k, v] of Object.entries(flags)) if (v !== undefined) raw[k] = v;
+    const raw = applyTinyvrFlags(o.config ? loadTinyvrRaw(o.config) : {}, o);
     const cfg = parseTinyvrConfig(raw, o.config ?? 'command line');
     const tv = new TinyVR(cfg);
     await runUntilSignal(() => tv.start(), () => tv.stop());
+  },
+
+  async server(argv) {
+    const usage = `Usage: tinyvine server [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
+  Without --config: embedded defaults — a download server on 0.0.0.0:8080 plus a FullVR on
+  UDP 4789 in the same process, state in --data-dir (default ./.tinyvine); prints the join one-liner.`;
+    const o = parse(argv, { config: { type: 'string', short: 'c' }, 'data-dir': { type: 'string' }, listen: { type: 'string' } }, usage);
+    setLogComponent('server');
+    if (o.config) {
+      const { loadServerConfig } = await import('../download-server/config.js');
+      const { startDownloadServer } = await import('../download-server/server.js');
+      const cfg = loadServerConfig(o.config);
+      if (o.listen) cfg.listen = o.listen;
+      let srv: { close(): Promise<void> } | null = null;
+      await runUntilSignal(
+        async () => void (srv = await startDownloadServer(cfg)),
+        () => srv?.close(),
+      );
+      return;
+    }
+    const { startDefaultServer } = await import('../download-server/defaults.js');
+    let run: { stop(): Promise<void>; banner: string } | null = null;
+    await runUntilSignal(
+      async () => void (run = await startDefaultServer(o['data-dir'] ?? '.tinyvine', o.listen ?? '0.0.0.0:8080')),
+      () => run?.stop(),
+    );
+    process.stdout.write(run!.banner);
+  },
+
+  async ranges(argv) {
+    const usage = `Usage: tinyvine ranges update [--catalog DIR]
+       tinyvine ranges lookup [--catalog DIR] [IP ...]
+  update: download the providers' published IP range files into DIR (default ./catalog),
+          validated, written atomically; a failed download keeps the last good copy.
+  lookup: one JSON line per address (from stdin when none are given); exit 3 if any is unknown.`;
+    const [sub, ...rest] = argv;
+    if (sub !== 'update' && sub !== 'lookup') {
+      if (sub === '--help' || sub === '-h') {
+        process.stdout.write(usage + '\n');
+        return;
+      }
+      throw new UserError(`ranges: expected "update" or "lookup", got ${sub ? `"${sub}"` : 'nothing'} (see --help)`);
+    }
+    const { parseArgs } = await import('node:util');
+    let values: { catalog?: string; help?: boolean };
+    let positionals: string[];
+    try {
+      ({ values, positionals } = parseArgs({ args: rest, options: { catalog: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: sub === 'lookup', strict: true }));
+    } catch (e) {
+      throw new UserError(`${(e as Error).message.split('\n')[0]} (see --help)`);
+    }
+    if (values.help) {
+      process.stdout.write(usage + '\n');
+      return;
+    }
+    const dir = values.catalog ?? 'catalog';
+    if (sub === 'update') {
+      const { updateRanges } = await import('../download-server/catalog/update.js');
+      const report = await updateRanges(dir, {});
+      for (const r of report) process.stdout.write(JSON.stringify(r) + '\n');
+      if (report.some((r) => !r.ok)) process.exitCode = 1;
+      return;
+    }
+    const { lookupCommand } = await import('../download-server/catalog/lookup-command.js');
+    const readStdin = async () => readFileSync(0, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+    process.exitCode = await lookupCommand(dir, positionals.length ? positionals : null, (l) => process.stdout.write(l + '\n'), readStdin);
   },
 
   async keygen(argv) {
@@ -122,28 +147,6 @@ const commands: Record<string, Runner> = {
   },
 };
 
-/** Start a long-running role; stop it cleanly on SIGINT/SIGTERM or a crash. */
-async function runUntilSignal(start: () => Promise<void>, stop: () => void): Promise<void> {
-  let stopping = false;
-  const shutdown = (code: number) => {
-    if (stopping) return;
-    stopping = true;
-    try {
-      stop();
-    } finally {
-      process.exit(code);
-    }
-  };
-  process.on('SIGINT', () => shutdown(0));
-  process.on('SIGTERM', () => shutdown(0));
-  process.on('SIGHUP', () => shutdown(0));
-  process.on('uncaughtException', (e) => {
-    log.error('fatal', { error: e.stack ?? String(e) });
-    shutdown(1);
-  });
-  await start();
-}
-
 async function main(): Promise<void> {
   const [cmd, ...rest] = process.argv.slice(2);
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
@@ -156,19 +159,4 @@ async function main(): Promise<void> {
   await run(rest);
 }
 
-main().catch((e: unknown) => {
-  const problems = (e as { problems?: string[] })?.problems;
-  if ((e as Error)?.name === 'ConfigError' && problems?.length) {
-    // One line per error: the first problem, and how many more the file has.
-    const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''} in that file)` : '';
-    process.stderr.write(`tinyvine: ${problems[0]}${more}\n`);
-    process.exit(2);
-  }
-  if (e instanceof UserError) {
-    process.stderr.write(`tinyvine: ${(e as Error).message}\n`);
-    process.exit((e as UserError).exitCode ?? 2);
-  }
-  process.stderr.write(`tinyvine: ${(e as Error)?.message ?? String(e)}\n`);
-  if (process.env.TINYVINE_DEBUG === '1') process.stderr.write(`${(e as Error)?.stack}\n`);
-  process.exit(1);
-});
+main().catch(exitWithError);

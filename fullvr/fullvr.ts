@@ -33,6 +33,7 @@ import { Members } from './members.js';
 import { Peers } from './peers.js';
 import { FullvrTokens, type TokenVerifier } from './tokens.js';
 import { MemberTickets } from './tickets.js';
+import { startHeartbeats } from './heartbeat.js';
 import { loadVerifyKey } from '../shared/join-token.js';
 
 const BATCH = 64;
@@ -61,6 +62,7 @@ export class FullVR {
   private readonly mtu: number;
   private readonly peerMode: AuthMode;
   private stopped = false;
+  private stopHeartbeats: (() => void) | null = null;
   private started = false;
 
   constructor(
@@ -164,6 +166,15 @@ export class FullVR {
     this.timers.push(setInterval(() => this.peers.tick(), ka));
     this.timers.push(setInterval(() => this.expireMembers(), Math.min(ka, 10_000)));
     this.timers.push(setInterval(() => (this.errorBudget = 100), 1000));
+    if (this.cfg.authority?.url) {
+      this.stopHeartbeats = startHeartbeats({
+        url: this.cfg.authority.url,
+        apiToken: this.cfg.authority.apiToken,
+        id: this.cfg.id,
+        everyMs: this.cfg.authority.heartbeatSeconds * 1000,
+        body: () => this.heartbeat(),
+      });
+    }
     this.started = true;
     log.info('fullvr ready', {
       id: this.cfg.id,
@@ -193,6 +204,7 @@ export class FullVR {
     if (this.stopped) return;
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    this.stopHeartbeats?.();
     this.peers?.stopAll();
     this.statusServer?.close();
     this.engine?.close();
@@ -332,6 +344,12 @@ export class FullVR {
     const { host, port } = batch.addrString(i);
     this.engine.sendRaw(host, port, encodeError(1, receiverIndex, this.cfg.id));
     this.counters.errors_sent++;
+  }
+
+  /** Health and load as reported to the authority. */
+  heartbeat(): { members: number; load: number; peersUp: number } {
+    const peers = this.peers?.status() ?? [];
+    return { members: this.members.size, load: this.members.size, peersUp: peers.filter((p: any) => p.up).length };
   }
 
   status(): Record<string, unknown> {

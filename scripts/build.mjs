@@ -32,6 +32,8 @@ const common = {
   target: 'node20',
   sourcemap: 'linked',
   logLevel: 'warning',
+  // esbuild finds its native binary relative to its own package: load it from node_modules.
+  external: ['esbuild'],
   // Bundled CommonJS dependencies (express) call require(); give ESM output one.
   banner: { js: "import { createRequire as __tvCreateRequire } from 'node:module'; const require = __tvCreateRequire(import.meta.url);" },
 };

@@ -35,6 +35,13 @@ export interface FullvrHandle {
   proc: SpawnHandle | null;
 }
 
+export interface OverlayOptions {
+  /** The download server's authority settings, copied into every FullVR config. */
+  authority?: { publicKey: string; url?: string; apiToken?: string; heartbeatSeconds?: number };
+  /** site -> [provider, region] as the authority's catalog names it. */
+  placement?: Record<string, [string, string]>;
+}
+
 export class Overlay {
   readonly dir = mkdtempSync(join(tmpdir(), 'tinyvine-e2e-'));
   readonly fullvrs = new Map<string, FullvrHandle>();
@@ -44,6 +51,7 @@ export class Overlay {
     readonly lab: Lab,
     readonly networks: NetworkSpec[],
     fullvrSites: string[],
+    readonly opts: OverlayOptions = {},
   ) {
     fullvrSites.forEach((site, i) => {
       const k = generateKeyPair();
@@ -77,6 +85,8 @@ export class Overlay {
         ...(n.lan?.some((l) => l.site === f.site) ? { lan: n.lan.filter((l) => l.site === f.site).map((l) => l.prefix) } : {}),
       })),
       tokens: nets.map((n) => ({ token: n.token, network: n.id })),
+      ...(this.opts.authority ? { authority: this.opts.authority } : {}),
+      ...(this.opts.placement?.[f.site] ? { provider: this.opts.placement[f.site][0], region: this.opts.placement[f.site][1] } : {}),
     };
   }
 
