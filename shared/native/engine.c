@@ -13,19 +13,27 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <linux/if_tun.h>
 
 #include "crypto.h"
 #include "mss.h"
 #include "net.h"
+#include "offload.h"
 #include "replay.h"
 #include "session.h"
 #include "tv.h"
 
 enum {
   ST_RX_DATAGRAMS, ST_TX_DATAGRAMS, ST_TUN_RX, ST_TUN_TX, ST_MSS_CLAMPED,
-  ST_SEND_ERRORS, ST_TUN_WRITE_ERRORS, ST_DROP_BASE, /* + DropReason (1..9) */
+  ST_SEND_ERRORS, ST_TUN_WRITE_ERRORS, ST_TUN_GSO_READS, ST_TUN_SEGMENTS, ST_TUN_COALESCED_WRITES,
+  ST_TUN_OFFLOAD_ERRORS, ST_UDP_GRO_DATAGRAMS, ST_UDP_GSO_SENDS, ST_UDP_GSO_FALLBACKS,
+  ST_DROP_BASE, /* + DropReason (1..9) */
   ST_COUNT = ST_DROP_BASE + DR_COUNT
 };
 
@@ -37,6 +45,13 @@ static const char *const stat_names[ST_COUNT] = {
   [ST_MSS_CLAMPED] = "mss_clamped",
   [ST_SEND_ERRORS] = "send_errors",
   [ST_TUN_WRITE_ERRORS] = "tun_write_errors",
+  [ST_TUN_GSO_READS] = "tun_gso_reads",
+  [ST_TUN_SEGMENTS] = "tun_segments",
+  [ST_TUN_COALESCED_WRITES] = "tun_coalesced_writes",
+  [ST_TUN_OFFLOAD_ERRORS] = "tun_offload_errors",
+  [ST_UDP_GRO_DATAGRAMS] = "udp_gro_datagrams",
+  [ST_UDP_GSO_SENDS] = "udp_gso_sends",
+  [ST_UDP_GSO_FALLBACKS] = "udp_gso_fallbacks",
   [ST_DROP_BASE + DR_TRUNCATED] = "truncated",
   [ST_DROP_BASE + DR_BAD_VERSION] = "bad_version",
   [ST_DROP_BASE + DR_BAD_TYPE] = "bad_type",
@@ -50,12 +65,35 @@ static const char *const stat_names[ST_COUNT] = {
 
 typedef struct tv_poller {
   uv_poll_t handle;
+  /* Runs the callback again on the next loop iteration while the engine holds data
+   * back (rest of a GRO message or TSO super-packet): the fd may not be readable. */
+  uv_idle_t idle;
+  int open_handles, idling;
   napi_env env;
   napi_ref cb;
   napi_async_context actx;
   int in_cb; /* the JS callback is running: release must wait until it returns */
   int dead;  /* stopped while in_cb */
+  int (*pending)(void *ctx);
+  uint64_t (*progress)(void *ctx);
+  void *ctx;
 } tv_poller;
+
+#define TV_GRO_MSGS 8          /* bounce buffers for UDP GRO receive */
+#define TV_GRO_BUF 65536       /* one GRO message: at most a 64 KB UDP payload */
+#define TV_GSO_MAX_SEGS 64     /* datagrams per UDP_SEGMENT send */
+#define TV_GSO_MAX_BYTES 65507 /* one UDP payload over IPv4 */
+#define TV_TUN_RESERVE 64      /* free slots wanted before reading another TUN super-packet */
+
+typedef union {
+  char buf[CMSG_SPACE(sizeof(uint16_t))];
+  struct cmsghdr align;
+} tv_gso_ctrl;
+
+typedef union {
+  char buf[CMSG_SPACE(sizeof(int))];
+  struct cmsghdr align;
+} tv_gro_ctrl;
 
 typedef struct {
   int udp_fd, tun_fd, family, mtu, closed;
@@ -67,6 +105,35 @@ typedef struct {
   struct iovec *iov;
   struct sockaddr_storage *names;
   tv_session **msg_sess;
+  int *msg_segs;        /* datagrams in each message (UDP GSO) */
+  tv_gso_ctrl *msg_ctrl;
+  /* TUN offload: virtio_net_hdr length (0: plain TUN), the last read (kept while its
+   * segments do not all fit the batch), and the coalescing state of forward(). */
+  int tun_vnet;
+  uint8_t *tun_rbuf;
+  size_t tun_rlen;
+  int tun_injected; /* test hook: tun_rbuf holds a packet not yet processed */
+  tv_tso tso;
+  int tso_active;
+  tv_coalesce co;
+  int co_active;
+  uint8_t vnet_out[TV_VNET_HDR_MAX];
+  /* UDP GRO receive: bounce buffers and the datagrams not yet handed out. */
+  int udp_gro;
+  uint8_t *gro_buf;
+  struct mmsghdr gro_msgs[TV_GRO_MSGS];
+  struct iovec gro_iov[TV_GRO_MSGS];
+  struct sockaddr_storage gro_names[TV_GRO_MSGS];
+  tv_gro_ctrl gro_ctrl[TV_GRO_MSGS];
+  int gro_seg[TV_GRO_MSGS];
+  int gro_n, gro_i;
+  size_t gro_off;
+  /* UDP GSO: usable, and proven (a send succeeded, so a later refusal is the path's). */
+  int udp_gso, udp_gso_ok;
+  /* Test hook: TUN writes are captured here ([u32 length][bytes]...) instead of written. */
+  int tun_capture;
+  uint8_t *cap_buf;
+  size_t cap_len, cap_size;
   uint64_t st[ST_COUNT];
 } tv_engine;
 

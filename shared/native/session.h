@@ -13,6 +13,7 @@ typedef struct {
   uint32_t sender_id;
   int mode;
   tv_endpoint ep;
+  int no_gso; /* UDP_SEGMENT refused on this path (e.g. datagram > path MTU): send plain */
   tv_keyctx tx, rx;
   uint64_t tx_counter; /* last counter sent; the next one is tx_counter + 1 */
   tv_replay replay;
