@@ -6,6 +6,7 @@
         "shared/native/crypto.c",
         "shared/native/engine.c",
         "shared/native/mss.c",
+        "shared/native/offload.c",
         "shared/native/replay.c",
         "shared/native/session.c",
         "shared/native/tun.c",

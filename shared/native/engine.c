@@ -273,19 +273,21 @@ static int ensure_scratch(tv_engine *e, int cap) {
   struct iovec *v = calloc((size_t)cap, sizeof *v);
   struct sockaddr_storage *n = calloc((size_t)cap, sizeof *n);
   tv_session **s = calloc((size_t)cap, sizeof *s);
-  if (!m || !v || !n || !s) {
-    free(m); free(v); free(n); free(s);
+  int *g = calloc((size_t)cap, sizeof *g);
+  tv_gso_ctrl *c = calloc((size_t)cap, sizeof *c);
+  if (!m || !v || !n || !s || !g || !c) {
+    free(m); free(v); free(n); free(s); free(g); free(c);
     return -1;
   }
-  free(e->msgs); free(e->iov); free(e->names); free(e->msg_sess);
-  e->msgs = m; e->iov = v; e->names = n; e->msg_sess = s;
+  free(e->msgs); free(e->iov); free(e->names); free(e->msg_sess); free(e->msg_segs); free(e->msg_ctrl);
+  e->msgs = m; e->iov = v; e->names = n; e->msg_sess = s; e->msg_segs = g; e->msg_ctrl = c;
   e->scratch_cap = cap;
   return 0;
 }
 
 static void free_scratch(tv_engine *e) {
-  free(e->msgs); free(e->iov); free(e->names); free(e->msg_sess);
-  e->msgs = NULL; e->iov = NULL; e->names = NULL; e->msg_sess = NULL;
+  free(e->msgs); free(e->iov); free(e->names); free(e->msg_sess); free(e->msg_segs); free(e->msg_ctrl);
+  e->msgs = NULL; e->iov = NULL; e->names = NULL; e->msg_sess = NULL; e->msg_segs = NULL; e->msg_ctrl = NULL;
   e->scratch_cap = 0;
 }
 
@@ -315,6 +317,23 @@ static int send_one(tv_engine *e, const uint8_t *data, size_t len, const tv_endp
   }
 }
 
+/* A UDP_SEGMENT send the kernel refused: send its datagrams one by one. If GSO never
+ * worked on this socket, the kernel or device lacks it: stop using it. Otherwise it
+ * is this path (a datagram larger than its MTU, a device without checksum offload). */
+static void gso_fallback(tv_engine *e, int j) {
+  tv_session *s = e->msg_sess[j];
+  struct msghdr *h = &e->msgs[j].msg_hdr;
+  for (size_t k = 0; k < h->msg_iovlen; k++) {
+    if (send_one(e, h->msg_iov[k].iov_base, h->msg_iov[k].iov_len, &s->ep) == 0) {
+      s->tx_packets++;
+      s->tx_bytes += h->msg_iov[k].iov_len;
+    }
+  }
+  if (e->udp_gso_ok) s->no_gso = 1;
+  else e->udp_gso = 0;
+  e->st[ST_UDP_GSO_FALLBACKS]++;
+}
+
 /* Sends msgs[0..m) with as few sendmmsg calls as the kernel allows. A message the
  * kernel rejects is counted and skipped; a full buffer gets a few 1 ms waits. */
 static void flush_udp(tv_engine *e, int m) {
@@ -324,10 +343,14 @@ static void flush_udp(tv_engine *e, int m) {
     if (r > 0) {
       for (int j = sent; j < sent + r; j++) {
         tv_session *s = e->msg_sess[j];
-        s->tx_packets++;
+        s->tx_packets += (uint64_t)e->msg_segs[j];
         s->tx_bytes += e->msgs[j].msg_len;
+        e->st[ST_TX_DATAGRAMS] += (uint64_t)e->msg_segs[j];
+        if (e->msg_segs[j] > 1) {
+          e->st[ST_UDP_GSO_SENDS]++;
+          e->udp_gso_ok = 1;
+        }
       }
-      e->st[ST_TX_DATAGRAMS] += (uint64_t)r;
       sent += r;
       tries = 0;
       continue;
@@ -338,17 +361,25 @@ static void flush_udp(tv_engine *e, int m) {
         wait_writable(e->udp_fd);
         continue;
       }
-      e->st[ST_SEND_ERRORS] += (uint64_t)(m - sent);
+      for (int j = sent; j < m; j++) e->st[ST_SEND_ERRORS] += (uint64_t)e->msg_segs[j];
       return;
     }
-    e->st[ST_SEND_ERRORS]++; /* this one message failed (EMSGSIZE, unreachable, ...) */
+    if (r < 0 && e->msg_segs[sent] > 1 && (errno == EINVAL || errno == EIO || errno == EMSGSIZE)) {
+      gso_fallback(e, sent);
+    } else {
+      /* this one message failed (EMSGSIZE, unreachable, ...) */
+      e->st[ST_SEND_ERRORS] += (uint64_t)e->msg_segs[sent];
+    }
     sent++;
   }
 }
 
 /* ---------- pollers ---------- */
 
-static void poller_closed(uv_handle_t *h) { free(h->data); }
+static void poller_closed(uv_handle_t *h) {
+  tv_poller *p = h->data;
+  if (--p->open_handles == 0) free(p);
+}
 
 static void poller_release(tv_poller *p) {
   if (p->cb) napi_delete_reference(p->env, p->cb);
@@ -356,6 +387,7 @@ static void poller_release(tv_poller *p) {
   p->cb = NULL;
   p->actx = NULL;
   uv_close((uv_handle_t *)&p->handle, poller_closed);
+  uv_close((uv_handle_t *)&p->idle, poller_closed);
 }
 
 static void poller_stop(tv_poller **pp) {
@@ -363,14 +395,13 @@ static void poller_stop(tv_poller **pp) {
   *pp = NULL;
   if (!p) return;
   uv_poll_stop(&p->handle);
+  uv_idle_stop(&p->idle);
+  p->idling = 0;
   if (p->in_cb) p->dead = 1; /* the async context is in use by napi_make_callback */
   else poller_release(p);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
-  (void)status; /* on error libuv has stopped the handle; still let JS drain the fd once */
-  (void)events;
-  tv_poller *p = (tv_poller *)h->data;
+static void poller_invoke(tv_poller *p) {
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -386,8 +417,49 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
   }
   napi_close_handle_scope(env, scope);
-  if (p->dead) poller_release(p);
 }
+
+static void on_idle(uv_idle_t *h);
+
+/* Keeps the idle handle running only while data is held back and the callback
+ * consumes it (a callback that does not read must not make the loop spin). */
+static void poller_after(tv_poller *p, uint64_t before, int from_idle) {
+  if (p->dead) {
+    poller_release(p);
+    return;
+  }
+  int want = p->pending(p->ctx) && (!from_idle || p->progress(p->ctx) != before);
+  if (want && !p->idling) uv_idle_start(&p->idle, on_idle);
+  else if (!want && p->idling) uv_idle_stop(&p->idle);
+  p->idling = want;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)status; /* on error libuv has stopped the handle; still let JS drain the fd once */
+  (void)events;
+  tv_poller *p = (tv_poller *)h->data;
+  uint64_t before = p->progress(p->ctx);
+  poller_invoke(p);
+  poller_after(p, before, 0);
+}
+
+static void on_idle(uv_idle_t *h) {
+  tv_poller *p = (tv_poller *)h->data;
+  uint64_t before = p->progress(p->ctx);
+  poller_invoke(p);
+  poller_after(p, before, 1);
+}
+
+static int udp_pending(void *ctx) {
+  tv_engine *e = ctx;
+  return !e->closed && e->gro_i < e->gro_n;
+}
+static uint64_t udp_progress(void *ctx) { return ((tv_engine *)ctx)->st[ST_RX_DATAGRAMS]; }
+static int tun_pending(void *ctx) {
+  tv_engine *e = ctx;
+  return !e->closed && e->tso_active;
+}
+static uint64_t tun_progress(void *ctx) { return ((tv_engine *)ctx)->st[ST_TUN_RX]; }
 
 static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd, napi_value cb, const char *what) {
   napi_valuetype t;
@@ -440,6 +512,13 @@ static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd,
     return NULL;
   }
   p->handle.data = p;
+  uv_idle_init(loop, &p->idle); /* cannot fail */
+  p->idle.data = p;
+  p->open_handles = 2;
+  int is_tun = pp == &e->tun_poll;
+  p->pending = is_tun ? tun_pending : udp_pending;
+  p->progress = is_tun ? tun_progress : udp_progress;
+  p->ctx = e;
   napi_value resource, name;
   if (napi_create_object(env, &resource) != napi_ok ||
       napi_create_string_utf8(env, "TinyVinePoll", NAPI_AUTO_LENGTH, &name) != napi_ok ||
@@ -472,6 +551,12 @@ static void engine_shutdown(tv_engine *e) {
   e->udp_fd = e->tun_fd = -1;
   tv_sessions_free(&e->sessions); /* cleanses key material now rather than at GC */
   free_scratch(e);
+  free(e->tun_rbuf);
+  free(e->gro_buf);
+  free(e->cap_buf);
+  e->tun_rbuf = e->gro_buf = e->cap_buf = NULL;
+  e->tso_active = e->co_active = 0;
+  e->gro_n = e->gro_i = 0;
 }
 
 static void engine_finalize(napi_env env, void *data, void *hint) {
@@ -488,10 +573,28 @@ static bool set_nonblock(int fd) {
   return (fl & O_NONBLOCK) || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
-/* new Engine(udpFd, tunFd (-1: none), mtu). Takes ownership of both fds. */
+/* virtio_net_hdr length the TUN fd uses (0: none); -1 if the fd is not a TUN. */
+static int tun_vnet_len(int fd) {
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) return -1;
+  if (!(ifr.ifr_flags & IFF_VNET_HDR)) return 0;
+  int sz = 0;
+  if (ioctl(fd, TUNGETVNETHDRSZ, &sz) < 0) return -1;
+  return sz;
+}
+
+static int sockopt_udp(int fd, int opt) {
+  int v = 0;
+  socklen_t l = sizeof v;
+  return getsockopt(fd, SOL_UDP, opt, &v, &l) < 0 ? -1 : v;
+}
+
+/* new Engine(udpFd, tunFd (-1: none), mtu, tunOffload (-1 detect, 0, 1), udpGso (0, 1)).
+ * Takes ownership of both fds. UDP GRO is whatever the socket has (see openUdp). */
 static napi_value Engine_new(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], self, target;
+  size_t argc = 5;
+  napi_value argv[5], self, target;
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, &self, NULL));
   NAPI_CALL(env, napi_get_new_target(env, info, &target));
   if (!target) {
@@ -499,12 +602,13 @@ static napi_value Engine_new(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (argc < 3) {
-    napi_throw_type_error(env, NULL, "Engine(udpFd, tunFd, mtu)");
+    napi_throw_type_error(env, NULL, "Engine(udpFd, tunFd, mtu[, tunOffload, udpGso])");
     return NULL;
   }
-  int32_t udp_fd, tun_fd, mtu;
+  int32_t udp_fd, tun_fd, mtu, tun_offload = -1, udp_gso = 1;
   if (!arg_i32(env, argv[0], "udpFd", &udp_fd) || !arg_i32(env, argv[1], "tunFd", &tun_fd) ||
-      !arg_i32(env, argv[2], "mtu", &mtu))
+      !arg_i32(env, argv[2], "mtu", &mtu) || (argc > 3 && !arg_i32(env, argv[3], "tunOffload", &tun_offload)) ||
+      (argc > 4 && !arg_i32(env, argv[4], "udpGso", &udp_gso)))
     return NULL;
   if (mtu < TV_MIN_MTU || mtu > TV_MAX_MTU) {
     char msg[64];
@@ -521,6 +625,27 @@ static napi_value Engine_new(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "udpFd is not an IPv4/IPv6 UDP socket");
     return NULL;
   }
+  /* The fd decides whether reads carry a virtio_net_hdr; a wrong guess would corrupt
+   * every packet, so a contradicting tunOffload is an error. */
+  int vnet = 0;
+  if (tun_fd >= 0) {
+    int v = tun_vnet_len(tun_fd);
+    if (v > 0) vnet = v;
+    if (v > 0 && tun_offload == 0) {
+      napi_throw_type_error(env, NULL, "the TUN fd has IFF_VNET_HDR: pass tunOffload: true");
+      return NULL;
+    }
+    if (v <= 0 && tun_offload == 1) {
+      napi_throw_type_error(env, NULL, "tunOffload: the TUN fd has no virtio-net header (openTun(name, { offload: true }) reported offload: false?)");
+      return NULL;
+    }
+  } else if (tun_offload == 1) {
+    vnet = TV_VNET_HDR_LEN; /* no TUN: test hooks inject reads and capture writes */
+  }
+  if (vnet != 0 && vnet != TV_VNET_HDR_LEN && vnet != TV_VNET_HDR_MAX) {
+    napi_throw_type_error(env, NULL, "unsupported TUN vnet header size (want 10 or 12)");
+    return NULL;
+  }
   if (!set_nonblock(udp_fd)) return throw_sys(env, "udpFd", errno);
   if (tun_fd >= 0 && !set_nonblock(tun_fd)) return throw_sys(env, "tunFd", errno);
   tv_engine *e = calloc(1, sizeof *e);
@@ -529,7 +654,17 @@ static napi_value Engine_new(napi_env env, napi_callback_info info) {
   e->tun_fd = tun_fd < 0 ? -1 : tun_fd;
   e->family = family;
   e->mtu = mtu;
+  e->tun_vnet = vnet;
+  e->udp_gro = sockopt_udp(udp_fd, UDP_GRO) > 0;
+  e->udp_gso = udp_gso && sockopt_udp(udp_fd, UDP_SEGMENT) >= 0;
+  if ((vnet && !(e->tun_rbuf = malloc(TV_TUN_READ_MAX))) || (e->udp_gro && !(e->gro_buf = malloc((size_t)TV_GRO_MSGS * TV_GRO_BUF)))) {
+    free(e->tun_rbuf);
+    free(e);
+    return throw_sys(env, "PacketEngine", ENOMEM);
+  }
   if (napi_wrap(env, self, e, engine_finalize, NULL, NULL) != napi_ok) {
+    free(e->tun_rbuf);
+    free(e->gro_buf);
     free(e);
     throw_napi(env, "napi_wrap");
     return NULL;
@@ -659,6 +794,7 @@ static napi_value Engine_setSessionEndpoint(napi_env env, napi_callback_info inf
     return NULL;
   }
   s->ep = ep;
+  s->no_gso = 0;
   return undefined(env);
 }
 
@@ -778,7 +914,10 @@ static int classify(tv_engine *e, uint8_t *d, size_t len, int truncated, const u
   if (!tv_replay_check(&s->replay, ctr)) return DR_REPLAY;
   if (!tv_open(&s->rx, d, plen)) return DR_BAD_TAG;
   if (!tv_replay_update(&s->replay, ctr)) return DR_REPLAY;
-  if (port != s->ep.port || memcmp(ip, s->ep.ip, 16) != 0) tv_endpoint_set(&s->ep, e->family, ip, scope, port);
+  if (port != s->ep.port || memcmp(ip, s->ep.ip, 16) != 0) {
+    tv_endpoint_set(&s->ep, e->family, ip, scope, port);
+    s->no_gso = 0; /* new path */
+  }
   s->last_rx_ms = now;
   s->rx_packets++;
   s->rx_bytes += len;
@@ -797,11 +936,33 @@ static int batch_cap(size_t buf_len, size_t meta_count, size_t addr_len) {
   return (int)cap;
 }
 
+/* Fills slot meta/addr for one received datagram at d (slot + HEADROOM - HEADER_LEN). */
+static void rx_datagram(tv_engine *e, uint8_t *d, size_t len, int truncated, const struct sockaddr_storage *from,
+                        int32_t *m, uint8_t *a, double now) {
+  uint8_t ip[16];
+  uint16_t port;
+  uint32_t scope;
+  tv_sockaddr_to_ip(from, ip, &port, &scope);
+  memcpy(a, ip, 16);
+  tv_wr16(a + 16, port);
+  a[18] = a[19] = 0;
+  fill_meta(m, (int32_t)len, 0, TV_HEADROOM - TV_HEADER_LEN);
+  int reason = classify(e, d, len, truncated, ip, port, scope, m, now);
+  if (reason) {
+    m[M_KIND] = -reason;
+    m[M_LEN] = (int32_t)len;
+    m[M_OFF] = TV_HEADROOM - TV_HEADER_LEN;
+    e->st[ST_DROP_BASE + reason]++;
+  }
+}
+
+#define RX_ROOM ((size_t)(TV_SLOT_SIZE - (TV_HEADROOM - TV_HEADER_LEN)))
+
 static int udp_recv(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap) {
   if (e->closed || cap <= 0 || ensure_scratch(e, cap) < 0) return 0;
   for (int i = 0; i < cap; i++) {
     e->iov[i].iov_base = buf + (size_t)i * TV_SLOT_SIZE + TV_HEADROOM - TV_HEADER_LEN;
-    e->iov[i].iov_len = TV_SLOT_SIZE - (TV_HEADROOM - TV_HEADER_LEN);
+    e->iov[i].iov_len = RX_ROOM;
     struct msghdr *h = &e->msgs[i].msg_hdr;
     h->msg_name = &e->names[i];
     h->msg_namelen = sizeof e->names[i];
@@ -817,28 +978,78 @@ static int udp_recv(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, in
   if (r <= 0) return 0;
   double now = monotonic_ms();
   for (int i = 0; i < r; i++) {
-    uint8_t *d = buf + (size_t)i * TV_SLOT_SIZE + TV_HEADROOM - TV_HEADER_LEN;
-    int32_t *m = meta + (size_t)i * TV_META_FIELDS;
-    uint8_t *a = addr + (size_t)i * TV_ADDR_STRIDE;
-    uint8_t ip[16];
-    uint16_t port;
-    uint32_t scope;
-    tv_sockaddr_to_ip(&e->names[i], ip, &port, &scope);
-    memcpy(a, ip, 16);
-    tv_wr16(a + 16, port);
-    a[18] = a[19] = 0;
-    size_t len = e->msgs[i].msg_len;
-    fill_meta(m, (int32_t)len, 0, TV_HEADROOM - TV_HEADER_LEN);
-    int reason = classify(e, d, len, (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, ip, port, scope, m, now);
-    if (reason) {
-      m[M_KIND] = -reason;
-      m[M_LEN] = (int32_t)len;
-      m[M_OFF] = TV_HEADROOM - TV_HEADER_LEN;
-      e->st[ST_DROP_BASE + reason]++;
-    }
+    rx_datagram(e, buf + (size_t)i * TV_SLOT_SIZE + TV_HEADROOM - TV_HEADER_LEN, e->msgs[i].msg_len,
+                (e->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, &e->names[i], meta + (size_t)i * TV_META_FIELDS,
+                addr + (size_t)i * TV_ADDR_STRIDE, now);
   }
   e->st[ST_RX_DATAGRAMS] += (uint64_t)r;
   return r;
+}
+
+/* UDP GRO: a message may hold many datagrams (gso_size each, the last one shorter),
+ * so messages land in bounce buffers and each datagram is copied to its own slot and
+ * verified on its own. A message is consumed from the socket as a whole, so what does
+ * not fit the batch stays in the bounce buffers and goes out first next call. */
+static int udp_recv_gro(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap) {
+  if (e->closed || cap <= 0) return 0;
+  int n = 0, drained = 0;
+  double now = monotonic_ms();
+  for (;;) {
+    while (e->gro_i < e->gro_n && n < cap) {
+      struct mmsghdr *mm = &e->gro_msgs[e->gro_i];
+      size_t total = mm->msg_len, gs = (size_t)e->gro_seg[e->gro_i];
+      size_t dl = total - e->gro_off;
+      if (gs > 0 && dl > gs) dl = gs;
+      uint8_t *d = buf + (size_t)n * TV_SLOT_SIZE + TV_HEADROOM - TV_HEADER_LEN;
+      size_t cl = dl < RX_ROOM ? dl : RX_ROOM;
+      memcpy(d, e->gro_buf + (size_t)e->gro_i * TV_GRO_BUF + e->gro_off, cl);
+      int trunc = dl > RX_ROOM || (mm->msg_hdr.msg_flags & MSG_TRUNC);
+      rx_datagram(e, d, cl, trunc, &e->gro_names[e->gro_i], meta + (size_t)n * TV_META_FIELDS,
+                  addr + (size_t)n * TV_ADDR_STRIDE, now);
+      if (gs > 0 && total > gs) e->st[ST_UDP_GRO_DATAGRAMS]++;
+      n++;
+      e->gro_off += dl;
+      if (e->gro_off >= total) {
+        e->gro_i++;
+        e->gro_off = 0;
+      }
+    }
+    if (n >= cap || drained) break;
+    int vlen = cap - n < TV_GRO_MSGS ? cap - n : TV_GRO_MSGS;
+    for (int i = 0; i < vlen; i++) {
+      e->gro_iov[i].iov_base = e->gro_buf + (size_t)i * TV_GRO_BUF;
+      e->gro_iov[i].iov_len = TV_GRO_BUF;
+      struct msghdr *h = &e->gro_msgs[i].msg_hdr;
+      h->msg_name = &e->gro_names[i];
+      h->msg_namelen = sizeof e->gro_names[i];
+      h->msg_iov = &e->gro_iov[i];
+      h->msg_iovlen = 1;
+      h->msg_control = e->gro_ctrl[i].buf;
+      h->msg_controllen = sizeof e->gro_ctrl[i].buf;
+      h->msg_flags = 0;
+    }
+    int r;
+    do r = recvmmsg(e->udp_fd, e->gro_msgs, (unsigned)vlen, MSG_DONTWAIT, NULL);
+    while (r < 0 && errno == EINTR);
+    e->gro_n = e->gro_i = 0;
+    e->gro_off = 0;
+    if (r <= 0) break;
+    for (int i = 0; i < r; i++) {
+      struct msghdr *h = &e->gro_msgs[i].msg_hdr;
+      e->gro_seg[i] = 0;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+          int g;
+          memcpy(&g, CMSG_DATA(c), sizeof g);
+          e->gro_seg[i] = g > 0 ? g : 0;
+        }
+      }
+    }
+    e->gro_n = r;
+    drained = r < vlen;
+  }
+  e->st[ST_RX_DATAGRAMS] += (uint64_t)n;
+  return n;
 }
 
 /* udpRecv(buf, meta, addr) -> n */
@@ -853,7 +1064,109 @@ static napi_value Engine_udpRecv(napi_env env, napi_callback_info info) {
       !arg_typed(env, argv[1], napi_int32_array, "meta", &meta, &mc) ||
       !arg_typed(env, argv[2], napi_uint8_array, "addr", &addr, &al))
     return NULL;
-  return make_i32(env, udp_recv(e, buf, meta, addr, batch_cap(bl, mc, al)));
+  int cap = batch_cap(bl, mc, al);
+  return make_i32(env, e->udp_gro ? udp_recv_gro(e, buf, meta, addr, cap) : udp_recv(e, buf, meta, addr, cap));
+}
+
+static int32_t *tun_slot_meta(tv_engine *e, int32_t *meta, int n, size_t len) {
+  int32_t *m = meta + (size_t)n * TV_META_FIELDS;
+  fill_meta(m, (int32_t)len, KIND_DATA, TV_HEADROOM);
+  m[M_SESSION] = -1;
+  m[M_TYPE] = T_DATA;
+  if (len > (size_t)e->mtu) { /* larger than any tunnel can carry (TUN MTU set above the engine's) */
+    m[M_KIND] = -DR_OVERSIZE;
+    e->st[ST_DROP_BASE + DR_OVERSIZE]++;
+  }
+  return m;
+}
+
+#define TUN_ROOM ((size_t)(TV_SLOT_SIZE - TV_HEADROOM - TV_TAG_LEN))
+
+static int tun_read_plain(tv_engine *e, uint8_t *buf, int32_t *meta, int cap) {
+  if (e->tun_fd < 0) return 0;
+  int n = 0;
+  while (n < cap) {
+    uint8_t *p = buf + (size_t)n * TV_SLOT_SIZE + TV_HEADROOM;
+    ssize_t r = read(e->tun_fd, p, TUN_ROOM);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break; /* EAGAIN: drained */
+    tun_slot_meta(e, meta, n, (size_t)r);
+    n++;
+  }
+  e->st[ST_TUN_RX] += (uint64_t)n;
+  return n;
+}
+
+/* Emits segments of the current super-packet into slots n.. while they last. */
+static int tso_emit(tv_engine *e, uint8_t *buf, int32_t *meta, int n, int cap) {
+  while (e->tso_active && n < cap) {
+    size_t len = tv_tso_next(&e->tso, buf + (size_t)n * TV_SLOT_SIZE + TV_HEADROOM);
+    tun_slot_meta(e, meta, n, len);
+    e->st[ST_TUN_SEGMENTS]++;
+    n++;
+    if (tv_tso_done(&e->tso)) e->tso_active = 0;
+  }
+  return n;
+}
+
+/* Turns the read in tun_rbuf into slots from n on: a GSO super-packet into segments
+ * (possibly not all now), anything else into one slot with its checksum completed. */
+static int tun_consume(tv_engine *e, uint8_t *buf, int32_t *meta, int n, int cap) {
+  struct virtio_net_hdr vh;
+  memcpy(&vh, e->tun_rbuf, sizeof vh);
+  uint8_t *pkt = e->tun_rbuf + e->tun_vnet;
+  size_t len = e->tun_rlen - (size_t)e->tun_vnet;
+  if (vh.gso_type == VIRTIO_NET_HDR_GSO_NONE) {
+    if ((vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && tv_csum_complete(pkt, len, vh.csum_start, vh.csum_offset) < 0) {
+      e->st[ST_TUN_OFFLOAD_ERRORS]++;
+      return n;
+    }
+    size_t cl = len < TUN_ROOM ? len : TUN_ROOM;
+    memcpy(buf + (size_t)n * TV_SLOT_SIZE + TV_HEADROOM, pkt, cl);
+    int32_t *m = tun_slot_meta(e, meta, n, cl);
+    if (len > cl && m[M_KIND] > 0) {
+      m[M_KIND] = -DR_OVERSIZE;
+      e->st[ST_DROP_BASE + DR_OVERSIZE]++;
+    }
+    return n + 1;
+  }
+  if (tv_tso_init(&e->tso, pkt, len, &vh) < 0) {
+    e->st[ST_TUN_OFFLOAD_ERRORS]++;
+    return n;
+  }
+  if (e->tso.hl + e->tso.mss > TUN_ROOM) { /* segments would not fit a slot (TUN MTU > slot) */
+    e->st[ST_DROP_BASE + DR_OVERSIZE]++;
+    return n;
+  }
+  e->st[ST_TUN_GSO_READS]++;
+  e->tso_active = 1;
+  return tso_emit(e, buf, meta, n, cap);
+}
+
+/* With IFF_VNET_HDR one read() returns up to 64 KB: a TSO super-packet becomes up to
+ * ~45 slots (more with a small MSS). Another read is attempted only while
+ * TV_TUN_RESERVE slots are free; a super-packet that still does not fit is finished
+ * on the next call (before anything new is read), so nothing is lost or reordered. */
+static int tun_read_offload(tv_engine *e, uint8_t *buf, int32_t *meta, int cap) {
+  int n = tso_emit(e, buf, meta, 0, cap);
+  if (e->tun_injected && !e->tso_active && n < cap) {
+    e->tun_injected = 0;
+    n = tun_consume(e, buf, meta, n, cap);
+  }
+  int reserve = cap < TV_TUN_RESERVE ? cap : TV_TUN_RESERVE;
+  while (e->tun_fd >= 0 && !e->tso_active && n < cap && (n == 0 || cap - n >= reserve)) {
+    ssize_t r = read(e->tun_fd, e->tun_rbuf, TV_TUN_READ_MAX);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break; /* EAGAIN: drained */
+    if (r <= e->tun_vnet || r == TV_TUN_READ_MAX) { /* no packet, or larger than any GSO packet */
+      e->st[ST_TUN_OFFLOAD_ERRORS]++;
+      continue;
+    }
+    e->tun_rlen = (size_t)r;
+    n = tun_consume(e, buf, meta, n, cap);
+  }
+  e->st[ST_TUN_RX] += (uint64_t)n;
+  return n;
 }
 
 /* tunRead(buf, meta) -> n */
@@ -867,27 +1180,9 @@ static napi_value Engine_tunRead(napi_env env, napi_callback_info info) {
   if (argc < 2 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
       !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc))
     return NULL;
-  if (e->closed || e->tun_fd < 0) return make_i32(env, 0);
-  uint8_t *buf = bufv;
-  int32_t *meta = metav;
-  int cap = batch_cap(bl, mc, (size_t)-1), n = 0;
-  while (n < cap) {
-    uint8_t *p = buf + (size_t)n * TV_SLOT_SIZE + TV_HEADROOM;
-    ssize_t r = read(e->tun_fd, p, TV_SLOT_SIZE - TV_HEADROOM - TV_TAG_LEN);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break; /* EAGAIN: drained */
-    int32_t *m = meta + (size_t)n * TV_META_FIELDS;
-    fill_meta(m, (int32_t)r, KIND_DATA, TV_HEADROOM);
-    m[M_SESSION] = -1;
-    m[M_TYPE] = T_DATA;
-    if (r > e->mtu) { /* larger than any tunnel can carry (TUN MTU set above the engine's) */
-      m[M_KIND] = -DR_OVERSIZE;
-      e->st[ST_DROP_BASE + DR_OVERSIZE]++;
-    }
-    n++;
-  }
-  e->st[ST_TUN_RX] += (uint64_t)n;
-  return make_i32(env, n);
+  if (e->closed) return make_i32(env, 0);
+  int cap = batch_cap(bl, mc, (size_t)-1);
+  return make_i32(env, e->tun_vnet ? tun_read_offload(e, bufv, metav, cap) : tun_read_plain(e, bufv, metav, cap));
 }
 
 /* ---------- send ---------- */
@@ -903,16 +1198,95 @@ static void write_header(uint8_t *h, uint8_t type, const tv_session *s, uint8_t 
   tv_wr64(h + 16, ctr);
 }
 
-static void tun_write(tv_engine *e, const uint8_t *p, size_t len) {
-  if (e->tun_fd < 0) {
-    e->st[ST_TUN_WRITE_ERRORS]++;
+/* Test hook: appends [u32 length][bytes of all iov] to cap_buf. */
+static int capture_write(tv_engine *e, const struct iovec *iov, int cnt, size_t total) {
+  size_t need = e->cap_len + 4 + total;
+  if (need > e->cap_size) {
+    size_t sz = e->cap_size ? e->cap_size : 65536;
+    while (sz < need) sz *= 2;
+    uint8_t *nb = realloc(e->cap_buf, sz);
+    if (!nb) return -1;
+    e->cap_buf = nb;
+    e->cap_size = sz;
+  }
+  uint32_t l = (uint32_t)total;
+  memcpy(e->cap_buf + e->cap_len, &l, 4);
+  e->cap_len += 4;
+  for (int i = 0; i < cnt; i++) {
+    memcpy(e->cap_buf + e->cap_len, iov[i].iov_base, iov[i].iov_len);
+    e->cap_len += iov[i].iov_len;
+  }
+  return 0;
+}
+
+/* One TUN write of `pkts` packets (more than one: a GSO super-packet). */
+static void tun_emit(tv_engine *e, const struct iovec *iov, int cnt, int pkts) {
+  size_t total = 0;
+  for (int i = 0; i < cnt; i++) total += iov[i].iov_len;
+  ssize_t r;
+  if (e->tun_capture) r = capture_write(e, iov, cnt, total) == 0 ? (ssize_t)total : -1;
+  else if (e->tun_fd < 0) r = -1;
+  else {
+    do r = writev(e->tun_fd, iov, cnt);
+    while (r < 0 && errno == EINTR);
+  }
+  if (r == (ssize_t)total) e->st[ST_TUN_TX] += (uint64_t)pkts;
+  else e->st[ST_TUN_WRITE_ERRORS] += (uint64_t)pkts;
+}
+
+static void tun_flush_coalesced(tv_engine *e) {
+  if (!e->co_active) return;
+  e->co_active = 0;
+  struct virtio_net_hdr vh;
+  tv_coalesce_finish(&e->co, &vh);
+  memset(e->vnet_out, 0, sizeof e->vnet_out);
+  memcpy(e->vnet_out, &vh, sizeof vh);
+  e->co.iov[0].iov_base = e->vnet_out;
+  e->co.iov[0].iov_len = (size_t)e->tun_vnet;
+  tun_emit(e, e->co.iov, e->co.niov, e->co.count);
+  if (e->co.count > 1) e->st[ST_TUN_COALESCED_WRITES]++;
+}
+
+/* Writes one inner packet to the TUN. With offload, consecutive TCP segments of one
+ * flow are held and merged into one GSO write; anything else flushes them first
+ * (keeping the order) and goes alone behind a zeroed header, so the kernel still
+ * verifies its checksum. */
+static void tun_put(tv_engine *e, uint8_t *p, size_t len) {
+  if (!e->tun_vnet) {
+    struct iovec v = {.iov_base = p, .iov_len = len};
+    tun_emit(e, &v, 1, 1);
     return;
   }
-  ssize_t r;
-  do r = write(e->tun_fd, p, len);
-  while (r < 0 && errno == EINTR);
-  if (r == (ssize_t)len) e->st[ST_TUN_TX]++;
-  else e->st[ST_TUN_WRITE_ERRORS]++;
+  size_t l4, hl;
+  if (tv_tcp_coalescable(p, len, &l4, &hl)) {
+    if (e->co_active && tv_coalesce_append(&e->co, p, len, l4, hl)) return;
+    tun_flush_coalesced(e);
+    tv_coalesce_start(&e->co, p, len, l4, hl);
+    e->co_active = 1;
+    return;
+  }
+  tun_flush_coalesced(e);
+  static const uint8_t zero[TV_VNET_HDR_MAX];
+  struct iovec v[2] = {{.iov_base = (void *)zero, .iov_len = (size_t)e->tun_vnet}, {.iov_base = p, .iov_len = len}};
+  tun_emit(e, v, 2, 1);
+}
+
+/* Closes UDP message j: more than one datagram makes it a UDP_SEGMENT send. */
+static void udp_group_finish(tv_engine *e, int j, size_t gso_size) {
+  struct msghdr *h = &e->msgs[j].msg_hdr;
+  if (e->msg_segs[j] < 2) {
+    h->msg_control = NULL;
+    h->msg_controllen = 0;
+    return;
+  }
+  h->msg_control = e->msg_ctrl[j].buf;
+  h->msg_controllen = sizeof e->msg_ctrl[j].buf;
+  struct cmsghdr *c = CMSG_FIRSTHDR(h);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+  uint16_t g = (uint16_t)gso_size;
+  memcpy(CMSG_DATA(c), &g, sizeof g);
 }
 
 /* forward(buf, meta, n) */
@@ -932,7 +1306,12 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
   if (e->closed || n <= 0 || ensure_scratch(e, n) < 0) return undefined(env);
   uint8_t *buf = bufv;
   int32_t *meta = metav;
-  int nm = 0;
+  /* UDP: nm messages over ni iov entries (one per datagram). The open group (the last
+   * message) grows while the next UDP-bound slot goes to the same session with a
+   * datagram of the group's size; a shorter one ends it. Only consecutive UDP-bound
+   * slots of one session share a message: each slot carries its own destination. */
+  int nm = 0, ni = 0, group_closed = 1;
+  size_t gso_size = 0, group_bytes = 0;
   for (int i = 0; i < n; i++) {
     int32_t *m = meta + (size_t)i * TV_META_FIELDS;
     int32_t action = m[M_ACTION], off = m[M_OFF], len = m[M_LEN];
@@ -944,7 +1323,7 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
         continue;
       }
       if (tv_mss_clamp(slot + off, (size_t)len, e->mtu)) e->st[ST_MSS_CLAMPED]++;
-      tun_write(e, slot + off, (size_t)len);
+      tun_put(e, slot + off, (size_t)len);
       continue;
     }
     tv_session *s = tv_session_get(&e->sessions, action);
@@ -977,20 +1356,39 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
       e->st[ST_SEND_ERRORS]++;
       continue;
     }
-    e->iov[nm].iov_base = h;
-    e->iov[nm].iov_len = TV_HEADER_LEN + (size_t)len + (s->mode == AUTH_NONE ? 0 : TV_TAG_LEN);
+    size_t dlen = TV_HEADER_LEN + (size_t)len + (s->mode == AUTH_NONE ? 0 : TV_TAG_LEN);
+    e->iov[ni].iov_base = h;
+    e->iov[ni].iov_len = dlen;
+    if (!group_closed && e->udp_gso && !s->no_gso && e->msg_sess[nm - 1] == s && dlen <= gso_size &&
+        e->msg_segs[nm - 1] < TV_GSO_MAX_SEGS && group_bytes + dlen <= TV_GSO_MAX_BYTES) {
+      e->msgs[nm - 1].msg_hdr.msg_iovlen++;
+      e->msg_segs[nm - 1]++;
+      group_bytes += dlen;
+      if (dlen < gso_size) group_closed = 1;
+      ni++;
+      continue;
+    }
+    if (nm > 0) udp_group_finish(e, nm - 1, gso_size);
     struct msghdr *mh = &e->msgs[nm].msg_hdr;
     mh->msg_name = &s->ep.sa;
     mh->msg_namelen = s->ep.salen;
-    mh->msg_iov = &e->iov[nm];
+    mh->msg_iov = &e->iov[ni];
     mh->msg_iovlen = 1;
     mh->msg_control = NULL;
     mh->msg_controllen = 0;
     mh->msg_flags = 0;
     e->msg_sess[nm] = s;
+    e->msg_segs[nm] = 1;
+    gso_size = group_bytes = dlen;
+    group_closed = 0;
+    ni++;
     nm++;
   }
-  if (nm) flush_udp(e, nm);
+  tun_flush_coalesced(e);
+  if (nm) {
+    udp_group_finish(e, nm - 1, gso_size);
+    flush_udp(e, nm);
+  }
   return undefined(env);
 }
 
@@ -1085,17 +1483,86 @@ static napi_value Engine_stats(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-/* ---------- module functions ---------- */
+static napi_value Engine_features(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  tv_engine *e = unwrap_this(env, info, &argc, NULL);
+  if (!e) return NULL;
+  napi_value obj, t, g, s;
+  NAPI_CALL(env, napi_create_object(env, &obj));
+  NAPI_CALL(env, napi_get_boolean(env, e->tun_vnet > 0, &t));
+  NAPI_CALL(env, napi_get_boolean(env, e->udp_gro != 0, &g));
+  NAPI_CALL(env, napi_get_boolean(env, e->udp_gso != 0, &s));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "tunOffload", t));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "udpGro", g));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "udpGso", s));
+  return obj;
+}
 
-static napi_value OpenTun(napi_env env, napi_callback_info info) {
+/* Test hook: __tunInject(data) makes the next tunRead process data (virtio_net_hdr +
+ * packet) as if read() from the TUN had returned it. */
+static napi_value Engine_tunInject(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  void *data;
+  size_t len;
+  if (argc < 1 || !arg_typed(env, argv[0], napi_uint8_array, "data", &data, &len)) return NULL;
+  if (e->closed || !e->tun_vnet || e->tso_active || e->tun_injected || len <= (size_t)e->tun_vnet ||
+      len >= TV_TUN_READ_MAX) {
+    napi_throw_error(env, NULL, "__tunInject: needs an open offload engine, no pending read, 10..64K bytes");
+    return NULL;
+  }
+  memcpy(e->tun_rbuf, data, len);
+  e->tun_rlen = len;
+  e->tun_injected = 1;
+  return undefined(env);
+}
+
+/* Test hook: __tunCapture(on) -> Buffer[]: returns the TUN writes captured so far
+ * (virtio_net_hdr + packet each) and sets whether later writes are captured. */
+static napi_value Engine_tunCapture(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  bool on = false;
+  if (argc < 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) {
+    napi_throw_type_error(env, NULL, "__tunCapture(on: boolean)");
+    return NULL;
+  }
+  napi_value arr;
+  NAPI_CALL(env, napi_create_array(env, &arr));
+  uint32_t k = 0;
+  for (size_t o = 0; o + 4 <= e->cap_len;) {
+    uint32_t l;
+    memcpy(&l, e->cap_buf + o, 4);
+    napi_value b;
+    void *unused;
+    NAPI_CALL(env, napi_create_buffer_copy(env, l, e->cap_buf + o + 4, &unused, &b));
+    NAPI_CALL(env, napi_set_element(env, arr, k++, b));
+    o += 4 + l;
+  }
+  e->cap_len = 0;
+  e->tun_capture = on;
+  return arr;
+}
+
+/* ---------- module functions ---------- */
+
+/* openTun(name[, offload]) -> { fd, name, offload, offloadError? } */
+static napi_value OpenTun(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char name[64] = "";
   if (argc >= 1 && !arg_str(env, argv[0], "name", name, sizeof name)) return NULL;
-  char out[64];
+  int32_t want = 0;
+  if (argc >= 2 && !arg_i32(env, argv[1], "offload", &want)) return NULL;
+  char out[64], oerr[160] = "";
   const char *what = "openTun";
-  int fd = tv_open_tun(name, out, sizeof out, &what);
+  int offload = 0;
+  int fd = tv_open_tun(name, want != 0, out, sizeof out, &what, &offload, oerr, sizeof oerr);
   if (fd < 0) {
     int err = errno;
     char w[128];
@@ -1103,30 +1570,41 @@ static napi_value OpenTun(napi_env env, napi_callback_info info) {
     else snprintf(w, sizeof w, "%s", what);
     return throw_sys(env, w, err);
   }
-  napi_value obj, vname;
+  napi_value obj, vname, voff;
   if (napi_create_object(env, &obj) != napi_ok || napi_create_string_utf8(env, out, NAPI_AUTO_LENGTH, &vname) != napi_ok ||
+      napi_get_boolean(env, offload != 0, &voff) != napi_ok ||
       napi_set_named_property(env, obj, "fd", make_i32(env, fd)) != napi_ok ||
-      napi_set_named_property(env, obj, "name", vname) != napi_ok) {
+      napi_set_named_property(env, obj, "name", vname) != napi_ok ||
+      napi_set_named_property(env, obj, "offload", voff) != napi_ok) {
     close(fd);
     throw_napi(env, "openTun");
     return NULL;
   }
+  if (oerr[0]) {
+    napi_value verr;
+    if (napi_create_string_utf8(env, oerr, NAPI_AUTO_LENGTH, &verr) != napi_ok ||
+        napi_set_named_property(env, obj, "offloadError", verr) != napi_ok) {
+      close(fd);
+      throw_napi(env, "openTun");
+      return NULL;
+    }
+  }
   return obj;
 }
 
-/* openUdp(host, port, bufferBytes) */
+/* openUdp(host, port, bufferBytes[, gro]) -> { fd, port, gro } */
 static napi_value OpenUdp(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 3) {
-    napi_throw_type_error(env, NULL, "openUdp(host, port, bufferBytes)");
+    napi_throw_type_error(env, NULL, "openUdp(host, port, bufferBytes[, gro])");
     return NULL;
   }
   char host[128];
-  int32_t port, bytes;
+  int32_t port, bytes, want_gro = 0;
   if (!arg_str(env, argv[0], "host", host, sizeof host) || !arg_i32(env, argv[1], "port", &port) ||
-      !arg_i32(env, argv[2], "bufferBytes", &bytes))
+      !arg_i32(env, argv[2], "bufferBytes", &bytes) || (argc > 3 && !arg_i32(env, argv[3], "gro", &want_gro)))
     return NULL;
   if (port < 0 || port > 65535) {
     napi_throw_range_error(env, NULL, "port must be 0..65535");
@@ -1141,10 +1619,13 @@ static napi_value OpenUdp(napi_env env, napi_callback_info info) {
     snprintf(w, sizeof w, "%s %s:%d", what, host, port);
     return throw_sys(env, w, err);
   }
-  napi_value obj;
-  if (napi_create_object(env, &obj) != napi_ok ||
+  int one = 1;
+  int gro = want_gro && setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0; /* needs Linux >= 5.0 */
+  napi_value obj, vgro;
+  if (napi_create_object(env, &obj) != napi_ok || napi_get_boolean(env, gro != 0, &vgro) != napi_ok ||
       napi_set_named_property(env, obj, "fd", make_i32(env, fd)) != napi_ok ||
-      napi_set_named_property(env, obj, "port", make_i32(env, bound)) != napi_ok) {
+      napi_set_named_property(env, obj, "port", make_i32(env, bound)) != napi_ok ||
+      napi_set_named_property(env, obj, "gro", vgro) != napi_ok) {
     close(fd);
     throw_napi(env, "openUdp");
     return NULL;
@@ -1195,6 +1676,9 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"onUdpReadable", NULL, Engine_onUdpReadable, NULL, NULL, NULL, napi_default, NULL},
     {"onTunReadable", NULL, Engine_onTunReadable, NULL, NULL, NULL, napi_default, NULL},
     {"stats", NULL, Engine_stats, NULL, NULL, NULL, napi_default, NULL},
+    {"features", NULL, Engine_features, NULL, NULL, NULL, napi_default, NULL},
+    {"__tunInject", NULL, Engine_tunInject, NULL, NULL, NULL, napi_default, NULL},
+    {"__tunCapture", NULL, Engine_tunCapture, NULL, NULL, NULL, napi_default, NULL},
     {"close", NULL, Engine_close, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value cls;
@@ -1213,7 +1697,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       !set_num(env, c, "HEADER_LEN", TV_HEADER_LEN) || !set_num(env, c, "TAG_LEN", TV_TAG_LEN) ||
       !set_num(env, c, "META_FIELDS", TV_META_FIELDS) || !set_num(env, c, "ADDR_STRIDE", TV_ADDR_STRIDE) ||
       !set_num(env, c, "MAX_BATCH", TV_MAX_BATCH) || !set_num(env, c, "MIN_MTU", TV_MIN_MTU) ||
-      !set_num(env, c, "MAX_MTU", TV_MAX_MTU)) {
+      !set_num(env, c, "MAX_MTU", TV_MAX_MTU) || !set_num(env, c, "VNET_HDR_LEN", TV_VNET_HDR_LEN)) {
     throw_napi(env, "module init");
     return NULL;
   }

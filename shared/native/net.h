@@ -25,8 +25,12 @@ void tv_sockaddr_to_ip(const struct sockaddr_storage *ss, uint8_t ip[16], uint16
 void tv_format_ip(const uint8_t ip[16], char *out, size_t outlen);
 int tv_ip_is_v4mapped(const uint8_t ip[16]);
 
-/* Both return an fd or -1 with errno set and *what naming the failed step. */
-int tv_open_tun(const char *name, char *out_name, size_t out_len, const char **what);
+/* Both return an fd or -1 with errno set and *what naming the failed step.
+ * tv_open_tun with want_offload: IFF_VNET_HDR, a 10-byte header and TUNSETOFFLOAD
+ * (CSUM|TSO4|TSO6); if the kernel refuses any step the TUN is reopened plain,
+ * *offload = 0 and offload_err says why. */
+int tv_open_tun(const char *name, int want_offload, char *out_name, size_t out_len, const char **what, int *offload,
+                char *offload_err, size_t err_len);
 int tv_open_udp(const char *host, int port, int buf_bytes, int *bound_port, const char **what);
 /* Family of a bound socket, or -1. */
 int tv_socket_family(int fd);
