@@ -13,6 +13,8 @@ export interface Member {
   session: number;
   network: number;
   address: string;
+  /** Every overlay identity of the member (physical mode: its IPv4 and IPv6 addresses in this site). */
+  addresses: string[];
   /** Physical address the TinyVR reported (its identity across rejoins). */
   physical: string;
   endpoint: string;
@@ -31,6 +33,8 @@ export interface JoinAnswer {
   networkName: string;
   mode: 'physical' | 'virtual';
   address: string;
+  /** All addresses the member is known by (address first); others are e.g. its IPv6 address. */
+  addresses: string[];
   prefixlen: number;
   routes: string[];
   mtu: number;
@@ -108,6 +112,7 @@ export class Members {
           networkName: net.name ?? String(net.id),
           mode: 'physical',
           address: physical,
+          addresses: [physical, ...addrs.filter((a) => a !== physical && mine.some((s) => safeContains(s.subnet, a)))],
           prefixlen: parseCidr(mine.find((s) => safeContains(s.subnet, physical))!.subnet).bits,
           routes: net.sites.filter((s) => s.vr !== this.selfId).map((s) => s.subnet),
           mtu: this.mtu,
@@ -125,6 +130,7 @@ export class Members {
         networkName: net.name ?? String(net.id),
         mode: 'virtual',
         address,
+        addresses: [address],
         prefixlen: overlay.bits,
         routes: [overlay.network + '/' + overlay.bits],
         mtu: this.mtu,
@@ -136,11 +142,17 @@ export class Members {
   commit(session: number, answer: JoinAnswer, physical: string, endpoint: string, grant: TokenGrant): number | null {
     this.tokens.consume(grant);
     const old = this.byAddress.get(key(answer.network, answer.address));
-    const m: Member = { session, network: answer.network, address: answer.address, physical, endpoint, joinedAt: Date.now() };
+    const m: Member = { session, network: answer.network, address: answer.address, addresses: answer.addresses, physical, endpoint, joinedAt: Date.now() };
     if (old) this.forget(old.session);
+    for (const a of m.addresses) {
+      const other = this.byAddress.get(key(m.network, a));
+      if (other && other.session !== session) this.forget(other.session);
+    }
     this.bySession.set(session, m);
-    this.byAddress.set(key(m.network, m.address), m);
-    this.tables.addMember(m.address, m.network, session);
+    for (const a of m.addresses) {
+      this.byAddress.set(key(m.network, a), m);
+      this.tables.addMember(a, m.network, session);
+    }
     return old ? old.session : null;
   }
 
@@ -149,9 +161,11 @@ export class Members {
     const m = this.bySession.get(session);
     if (!m) return undefined;
     this.bySession.delete(session);
-    if (this.byAddress.get(key(m.network, m.address))?.session === session) {
-      this.byAddress.delete(key(m.network, m.address));
-      this.tables.removeMember(m.address);
+    for (const a of m.addresses) {
+      if (this.byAddress.get(key(m.network, a))?.session === session) {
+        this.byAddress.delete(key(m.network, a));
+        this.tables.removeMember(a);
+      }
     }
     return m;
   }

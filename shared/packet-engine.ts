@@ -70,13 +70,35 @@ interface NativeEngine {
   onUdpReadable(cb: (() => void) | null): void;
   onTunReadable(cb: (() => void) | null): void;
   stats(): Record<string, number>;
+  features(): EngineFeatures;
+  __tunInject(data: Uint8Array): void;
+  __tunCapture(on: boolean): Buffer[];
   close(): void;
 }
 
+/** What the engine's offloads are doing (see docs/interfaces.md). */
+export interface EngineFeatures {
+  /** The TUN carries a virtio_net_hdr: TSO super-packets are segmented on read, TCP segments coalesced on write. */
+  tunOffload: boolean;
+  /** The UDP socket has UDP_GRO: one receive can carry many datagrams. */
+  udpGro: boolean;
+  /** Consecutive datagrams to one session go out as one UDP_SEGMENT send; false once the kernel refused it. */
+  udpGso: boolean;
+}
+
+export interface TunHandle {
+  fd: number;
+  name: string;
+  /** True if the TUN has IFF_VNET_HDR + TSO/checksum offload: pass it as PacketEngine's tunOffload. */
+  offload: boolean;
+  /** Why offload was asked for but not enabled (the TUN then works plain). */
+  offloadError?: string;
+}
+
 interface NativeAddon {
-  Engine: new (udpFd: number, tunFd: number, mtu: number) => NativeEngine;
-  openTun(name: string): { fd: number; name: string };
-  openUdp(host: string, port: number, bufferBytes: number): { fd: number; port: number };
+  Engine: new (udpFd: number, tunFd: number, mtu: number, tunOffload: number, udpGso: number) => NativeEngine;
+  openTun(name: string, offload: number): TunHandle;
+  openUdp(host: string, port: number, bufferBytes: number, gro: number): { fd: number; port: number; gro: boolean };
   closeFd(fd: number): void;
   monotonicMs(): number;
   constants: Record<string, number>;
@@ -132,7 +154,8 @@ export class PacketBatch {
   readonly meta: Int32Array;
   readonly addr: Buffer;
 
-  constructor(capacity = 64) {
+  // 256: room for several 64 KB TSO super-packets (up to ~45 segments each) per tunRead.
+  constructor(capacity = 256) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_BATCH) {
       throw new RangeError(`PacketBatch capacity must be an integer 1..${MAX_BATCH}, got ${capacity}`);
     }
@@ -154,14 +177,21 @@ export class PacketBatch {
   }
 }
 
-/** Opens a TUN (IFF_TUN|IFF_NO_PI, non-blocking, close-on-exec). An empty name lets the kernel pick one. */
-export function openTun(name: string): { fd: number; name: string } {
-  return addon().openTun(name);
+/**
+ * Opens a TUN (IFF_TUN|IFF_NO_PI, non-blocking, close-on-exec). An empty name lets the kernel pick one.
+ * offload: also IFF_VNET_HDR (10-byte header) and TUNSETOFFLOAD(CSUM|TSO4|TSO6); if the kernel refuses,
+ * the TUN is opened plain and the result says offload: false with offloadError.
+ */
+export function openTun(name: string, opts?: { offload?: boolean }): TunHandle {
+  return addon().openTun(name, opts?.offload ? 1 : 0);
 }
 
-/** Bound, non-blocking UDP socket. IPv4 host -> AF_INET; IPv6 host or '::' -> dual-stack AF_INET6. */
-export function openUdp(host: string, port: number, opts?: { bufferBytes?: number }): { fd: number; port: number } {
-  return addon().openUdp(host, port, opts?.bufferBytes ?? 4 * 1024 * 1024);
+/**
+ * Bound, non-blocking UDP socket. IPv4 host -> AF_INET; IPv6 host or '::' -> dual-stack AF_INET6.
+ * gro (default true): enable UDP_GRO; the result says whether the kernel accepted it.
+ */
+export function openUdp(host: string, port: number, opts?: { bufferBytes?: number; gro?: boolean }): { fd: number; port: number; gro: boolean } {
+  return addon().openUdp(host, port, opts?.bufferBytes ?? 4 * 1024 * 1024, opts?.gro === false ? 0 : 1);
 }
 
 export function closeFd(fd: number): void {
@@ -175,8 +205,14 @@ export function closeFd(fd: number): void {
 export class PacketEngine {
   readonly #n: NativeEngine;
 
-  constructor(opts: { udpFd: number; tunFd?: number; mtu: number }) {
-    this.#n = new (addon().Engine)(opts.udpFd, opts.tunFd ?? -1, opts.mtu);
+  /**
+   * tunOffload: whether tunFd carries a virtio_net_hdr (openTun(..., { offload: true }).offload);
+   * omitted: detected from the fd, and a value contradicting the fd throws. udpGso (default true):
+   * use UDP_SEGMENT when the kernel has it. UDP GRO follows the socket (openUdp's gro).
+   */
+  constructor(opts: { udpFd: number; tunFd?: number; mtu: number; tunOffload?: boolean; udpGso?: boolean }) {
+    const tunOffload = opts.tunOffload === undefined ? -1 : opts.tunOffload ? 1 : 0;
+    this.#n = new (addon().Engine)(opts.udpFd, opts.tunFd ?? -1, opts.mtu, tunOffload, opts.udpGso === false ? 0 : 1);
   }
 
   /** index 1..65535; (re)sets counters and replay window. Keys: 32 bytes per direction (ignored for NONE). */
@@ -202,17 +238,28 @@ export class PacketEngine {
     return this.#n.sessionInfo(index);
   }
 
-  /** One recvmmsg + verify/decrypt; fills meta (and addr) for the n datagrams returned. */
+  /**
+   * recvmmsg + verify/decrypt; fills meta (and addr) for the n datagrams returned. With UDP GRO a
+   * message carrying several datagrams fills several slots, each verified on its own; what does
+   * not fit the batch is handed out first by the next call.
+   */
   udpRecv(batch: PacketBatch): number {
     return this.#n.udpRecv(batch.buf, batch.meta, batch.addr);
   }
 
-  /** Reads up to batch.capacity packets from the TUN: KIND=DATA, SESSION=-1, OFF=HEADROOM, ACTION=DROP. */
+  /**
+   * Reads up to batch.capacity packets from the TUN: KIND=DATA, SESSION=-1, OFF=HEADROOM, ACTION=DROP.
+   * With tunOffload a TSO super-packet becomes one slot per MSS-sized segment.
+   */
   tunRead(batch: PacketBatch): number {
     return this.#n.tunRead(batch.buf, batch.meta);
   }
 
-  /** Per meta ACTION: drop, write to TUN, or seal in place and send (one sendmmsg batch). */
+  /**
+   * Per meta ACTION: drop, write to TUN, or seal in place and send (one sendmmsg batch). Consecutive
+   * UDP-bound slots of one session with equal datagram size share a UDP_SEGMENT send; with tunOffload,
+   * consecutive TCP segments of one flow share one GSO write to the TUN.
+   */
   forward(batch: PacketBatch, n: number): void {
     this.#n.forward(batch.buf, batch.meta, n);
   }
@@ -237,6 +284,20 @@ export class PacketEngine {
 
   stats(): Record<string, number> {
     return this.#n.stats();
+  }
+
+  features(): EngineFeatures {
+    return this.#n.features();
+  }
+
+  /** Test hook: the next tunRead processes data (virtio_net_hdr + packet) as if read from the TUN. Needs tunOffload. */
+  __tunInject(data: Uint8Array): void {
+    this.#n.__tunInject(data);
+  }
+
+  /** Test hook: returns the TUN writes captured so far (virtio_net_hdr + packet each) and turns capturing on/off. */
+  __tunCapture(on: boolean): Buffer[] {
+    return this.#n.__tunCapture(on);
   }
 
   /** Stops polling, closes the fds, wipes session keys. Safe to call more than once. */

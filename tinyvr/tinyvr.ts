@@ -36,6 +36,7 @@ interface JoinState {
   network: number;
   mode: 'physical' | 'virtual';
   address: string;
+  addresses?: string[];
   prefixlen: number;
   routes: string[];
   mtu: number;
@@ -57,8 +58,11 @@ export class TinyVR {
   private remoteIndex = 0;
   private join: JoinState | null = null;
   private installedRoutes = new Set<string>();
-  private ownAddr = new Uint8Array(16);
-  private ownAddrLen = 0;
+  // Our overlay addresses (IPv4 and/or IPv6) packed for the per-packet "is it for us" check.
+  private own4 = new Uint8Array(16);
+  private own4n = 0;
+  private own6 = new Uint8Array(64);
+  private own6n = 0;
   private outNetwork = 0;
   private timers: NodeJS.Timeout[] = [];
   private statusServer: Server | null = null;
@@ -234,23 +238,35 @@ export class TinyVR {
       if (prev) this.net.removeAddress(dev, `${prev.address}/32`);
       this.net.addAddress(dev, `${p.address}/32`);
     }
-    const bytes = ipToBytes(p.address);
-    this.ownAddr.set(bytes);
-    this.ownAddrLen = bytes.length;
-    const wanted = new Set<string>();
+    const addrs = p.addresses?.length ? p.addresses : [p.address];
+    this.own4n = 0;
+    this.own6n = 0;
+    for (const a of addrs) {
+      const b = ipToBytes(a);
+      if (b.length === 4 && this.own4n < 4) this.own4.set(b, 4 * this.own4n++);
+      if (b.length === 16 && this.own6n < 4) this.own6.set(b, 16 * this.own6n++);
+    }
+    const srcFor = (family: number) => addrs.find((a) => (a.includes(':') ? 6 : 4) === family);
+    const wanted = new Map<string, string>();
     for (const r of p.routes) {
       const c = parseCidr(r);
+      const src = srcFor(c.family);
+      if (!src) {
+        this.counters.routes_refused++;
+        log.warn('route refused', { route: r, why: `this member has no IPv${c.family} overlay address` });
+        continue;
+      }
       // Never steal the default route or our own site's traffic, whatever the FullVR says.
       if (c.bits === 0 || this.physicalAddrs.some((a) => safeContains(r, a))) {
         this.counters.routes_refused++;
         log.warn('route refused', { route: r, why: c.bits === 0 ? 'default route' : 'contains this VM\'s own subnet' });
         continue;
       }
-      wanted.add(r);
+      wanted.set(r, src);
     }
     for (const r of this.installedRoutes) if (!wanted.has(r)) this.net.removeRoute(r, dev);
-    for (const r of wanted) this.net.addRoute(r, dev, p.address);
-    this.installedRoutes = wanted;
+    for (const [r, src] of wanted) this.net.addRoute(r, dev, src);
+    this.installedRoutes = new Set(wanted.keys());
   }
 
   private decideTun(batch: PacketBatch, n: number): void {
@@ -282,10 +298,7 @@ export class TinyVR {
       // Deliver only packets addressed to us: a confused or hostile FullVR cannot use us as a router.
       const off = i * SLOT_SIZE + meta[b + M.OFF];
       const v = buf[off] >> 4;
-      const dst = v === 4 ? off + 16 : off + 24;
-      const len = v === 4 ? 4 : 16;
-      let ok = len === this.ownAddrLen;
-      for (let k = 0; ok && k < len; k++) ok = buf[dst + k] === this.ownAddr[k];
+      const ok = v === 4 ? matchAny(buf, off + 16, this.own4, this.own4n, 4) : v === 6 && matchAny(buf, off + 24, this.own6, this.own6n, 16);
       if (ok) meta[b + M.ACTION] = Action.TUN;
       else this.counters.not_for_me++;
     }
@@ -379,6 +392,16 @@ export class TinyVR {
       engine: this.engine?.stats() ?? {},
     };
   }
+}
+
+/** Does the address at buf[at..at+len) equal one of the n addresses packed in list? */
+function matchAny(buf: Uint8Array, at: number, list: Uint8Array, n: number, len: number): boolean {
+  for (let j = 0; j < n; j++) {
+    let k = 0;
+    while (k < len && buf[at + k] === list[j * len + k]) k++;
+    if (k === len) return true;
+  }
+  return false;
 }
 
 function safeContains(cidr: string, ip: string): boolean {

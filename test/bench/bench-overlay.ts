@@ -3,7 +3,7 @@
 // own source file, which inside the bundle points outside the repository.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CLI, Overlay, TINYVR_CONTROL, type FullvrHandle, type NetworkSpec } from '../lab/overlay-harness.js';
+import { CLI, Overlay, TINYVR_CONTROL, type FullvrHandle, type NetworkSpec, type OverlayOptions } from '../lab/overlay-harness.js';
 import type { SpawnHandle } from '../lab/netns.js';
 import type { Lab } from '../lab/topology.js';
 
@@ -26,8 +26,9 @@ export class BenchOverlay extends Overlay {
     networks: NetworkSpec[],
     fullvrSites: string[],
     readonly cli: string,
+    opts: OverlayOptions = {},
   ) {
-    super(lab, networks, fullvrSites);
+    super(lab, networks, fullvrSites, opts);
   }
 
   override async startFullvr(site: string): Promise<FullvrHandle> {
