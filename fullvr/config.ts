@@ -81,7 +81,8 @@ export const FullvrConfigSchema = z.strictObject({
     )
     .default([]),
   // the virtual networks this VR takes part in
-  networks: z.array(NetworkSchema).min(1),
+  // (may be empty when `authority.managed` is true: the authority pushes them)
+  networks: z.array(NetworkSchema).default([]),
   // join credentials accepted by this FullVR: a TinyVR presenting `token` joins `network`
   tokens: z.array(z.strictObject({ token: zToken, network: zId })).default([]),
   // keepalive interval towards peers and sessions, seconds (1..25, below common NAT timeouts)
@@ -97,6 +98,9 @@ export const FullvrConfigSchema = z.strictObject({
       apiToken: z.string().min(16).optional(),
       // heartbeat interval, seconds
       heartbeatSeconds: z.number().int().min(1).max(300).default(5),
+      // true: networks, peers and member placement come from the authority's signed tables
+      // (pushed over a long-lived stream); local `networks`/`peers` must then be empty
+      managed: z.boolean().default(false),
     })
     .optional(),
   // where this FullVR is, as the authority names it (for FullVR selection)
@@ -157,6 +161,12 @@ function semanticProblems(cfg: Parsed): Problem[] {
     else if (seen) add(['peers', i, 'id'], `duplicate VR id ${p.id} (also ${seen})`);
     else vrAt.set(p.id, `peers[${i}].id`);
   });
+
+  if (cfg.authority?.managed) {
+    if (!cfg.authority.url) add(['authority', 'url'], 'a managed FullVR needs the authority url to receive its tables');
+  } else if (cfg.networks.length === 0) {
+    add(['networks'], 'at least one network is required (or set authority.managed: true)');
+  }
 
   const netIds = new Map<number, number>();
   const netNames = new Map<string, number>();

@@ -34,6 +34,10 @@ import { Peers } from './peers.js';
 import { FullvrTokens, type TokenVerifier } from './tokens.js';
 import { MemberTickets } from './tickets.js';
 import { startHeartbeats } from './heartbeat.js';
+import { subscribeTables } from './table-subscription.js';
+import { verifyTables, type TablesBody } from '../shared/signed-tables.js';
+import { parseFullvrConfig } from './config.js';
+import { key as memberKey } from './members.js';
 import { loadVerifyKey } from '../shared/join-token.js';
 
 const BATCH = 64;
@@ -58,9 +62,13 @@ export class FullVR {
   private guard = new InitReplayGuard();
   private errorBudget = 100;
   private refusals: Record<string, number> = {};
-  private counters = { joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
+  private counters = { tables_applied: 0, tables_rejected: 0, joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
   private readonly mtu: number;
-  private readonly peerMode: AuthMode;
+  private peerMode: AuthMode;
+  private readonly networks = new Map<number, FullvrConfig['networks'][number]>();
+  private tablesVersion = 0;
+  private tablesAppliedAt: string | null = null;
+  private stopTables: (() => void) | null = null;
   private stopped = false;
   private stopHeartbeats: (() => void) | null = null;
   private started = false;
@@ -73,7 +81,8 @@ export class FullVR {
     this.publicKey = publicKeyOf(this.staticKey);
     const listen = parseEndpoint(cfg.listen);
     this.mtu = tunMtu(cfg.pathMtu, listen.host.includes(':') ? 6 : 4);
-    const networks = new Map(cfg.networks.map((n) => [n.id, n]));
+    const networks = this.networks;
+    for (const n of cfg.networks) networks.set(n.id, n);
     for (const n of cfg.networks) this.tables.setGndt(n.id, n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })));
     for (const n of cfg.networks) for (const p of n.lan ?? []) this.tables.addLanPrefix(p, n.id);
     for (const p of cfg.peers) {
@@ -166,6 +175,22 @@ export class FullVR {
     this.timers.push(setInterval(() => this.peers.tick(), ka));
     this.timers.push(setInterval(() => this.expireMembers(), Math.min(ka, 10_000)));
     this.timers.push(setInterval(() => (this.errorBudget = 100), 1000));
+    if (this.cfg.authority?.managed && this.cfg.authority.url) {
+      const pub = loadVerifyKey(this.cfg.authority.publicKey);
+      this.stopTables = subscribeTables({
+        url: this.cfg.authority.url,
+        id: this.cfg.id,
+        apiToken: this.cfg.authority.apiToken,
+        onMessage: (m) => {
+          try {
+            this.applyTables(verifyTables(pub, m, this.cfg.id, this.tablesVersion));
+          } catch (e) {
+            this.counters.tables_rejected++;
+            log.warn('tables rejected', { error: (e as Error).message });
+          }
+        },
+      });
+    }
     if (this.cfg.authority?.url) {
       this.stopHeartbeats = startHeartbeats({
         url: this.cfg.authority.url,
@@ -205,6 +230,7 @@ export class FullVR {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.stopHeartbeats?.();
+    this.stopTables?.();
     this.peers?.stopAll();
     this.statusServer?.close();
     this.engine?.close();
@@ -346,6 +372,72 @@ export class FullVR {
     this.counters.errors_sent++;
   }
 
+  /**
+   * Apply routing tables from the authority (already signature- and version-checked):
+   * networks (GNDT), peers (NSKT) and member placement, all validated like a config file
+   * first, so a bad table changes nothing.
+   */
+  applyTables(t: TablesBody): void {
+    const started = performance.now();
+    const { privateKeyFile: _f, ...base } = this.cfg as FullvrConfig & { privateKeyFile?: string };
+    const next = parseFullvrConfig({ ...base, networks: t.networks.map((n) => ({ lan: [], ...n })), peers: t.peers }, `tables v${t.version}`);
+    const newIds = new Set(next.networks.map((n) => n.id));
+    const members = this.members;
+    members.assigned = new Map(t.members.map((m) => [m.address, m.network]));
+    members.left = new Set((t.left ?? []).map((l) => memberKey(l.network, l.address)));
+    for (const m of members.list()) {
+      const want = members.assigned.get(m.address);
+      if (members.left.has(memberKey(m.network, m.address)) || (!newIds.has(m.network) && (want === undefined || !newIds.has(want)))) {
+        // Removed by an operator, or its network is gone: drop it now; its rejoin is refused.
+        members.forget(m.session);
+        this.dropMemberSession(m.session);
+        log.info('member removed by authority', { address: m.address, network: m.network });
+        continue;
+      }
+      if (want !== undefined && want !== m.network && newIds.has(want)) {
+        const oldRoutes = this.routesFor(m.network);
+        members.relabel(m.session, want);
+        this.datapath.sessionNetwork[m.session] = want;
+        log.info('member moved by authority', { address: m.address, from: m.network, to: want });
+        // Different routes for the new network: make the TinyVR rejoin (with its ticket) to learn them.
+        if (oldRoutes !== this.routesFor(want, next.networks)) this.askToRejoin(m.session, m.endpoint);
+      }
+    }
+    for (const id of this.tables.networks()) if (!newIds.has(id)) this.tables.removeNetwork(id);
+    for (const n of next.networks) this.tables.setGndt(n.id, n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })));
+    this.networks.clear();
+    for (const n of next.networks) this.networks.set(n.id, n);
+    this.peerMode = strongestMode(next.networks.map((n) => authModeOf(n.auth)));
+    this.peers.setPeers(
+      next.peers.map((p) => {
+        const ep = parseEndpoint(p.endpoint);
+        return { id: p.id, host: ep.host, port: ep.port, publicKey: loadPublicKey(p.publicKey), publicKeyB64: p.publicKey };
+      }),
+      this.peerMode,
+    );
+    for (const jti of t.revokedTokens) this.tokens.revoke?.(jti);
+    this.cfg = { ...this.cfg, networks: next.networks, peers: next.peers };
+    this.tablesVersion = t.version;
+    this.tablesAppliedAt = new Date().toISOString();
+    this.counters.tables_applied++;
+    log.info('tables applied', { version: t.version, networks: [...newIds].join(',') || 'none', peers: next.peers.length, ms: (performance.now() - started).toFixed(1) });
+  }
+
+  /** A comparable description of the routes a member of `network` gets. */
+  private routesFor(network: number, nets = [...this.networks.values()]): string {
+    const n = nets.find((x) => x.id === network);
+    if (!n) return '';
+    return n.mode === 'virtual' ? String(n.overlay) : n.sites.filter((s) => s.vr !== this.cfg.id).map((s) => s.subnet).sort().join(',');
+  }
+
+  /** Drop a member's session and tell it so (ERROR unknown session): it rejoins at once. */
+  private askToRejoin(session: number, endpoint: string): void {
+    const ep = parseEndpoint(endpoint);
+    this.engine.deleteSession(session);
+    this.datapath.sessionKind[session] = SessionKind.NONE;
+    this.engine.sendRaw(ep.host, ep.port, encodeError(1, session, this.cfg.id));
+  }
+
   /** Health and load as reported to the authority. */
   heartbeat(): { members: number; load: number; peersUp: number } {
     const peers = this.peers?.status() ?? [];
@@ -360,12 +452,13 @@ export class FullVR {
       publicKey: this.publicKey,
       mtu: this.mtu,
       counters: { ...this.counters, routed: this.datapath.routed },
+      tables: { version: this.tablesVersion, appliedAt: this.tablesAppliedAt },
       joinRefusals: this.refusals,
       engine: this.engine?.stats() ?? {},
       drops: this.datapath.dropCounters(),
       members: this.members.list().map((m) => ({ ...m })),
       peers: this.peers.status(),
-      tables: this.tables.describe(),
+      routing: this.tables.describe(),
     };
   }
 }

@@ -45,6 +45,9 @@ export interface JoinAnswer {
 export class Members {
   private bySession = new Map<number, Member>();
   private byAddress = new Map<string, Member>();
+  /** Authority placement (managed FullVRs): address -> network, and addresses an operator removed. */
+  assigned = new Map<string, number>();
+  left = new Set<string>();
 
   constructor(
     private selfId: number,
@@ -76,8 +79,13 @@ export class Members {
     // A valid ticket for one of the member's own addresses re-admits it without the token.
     const ticket = typeof req.ticket === 'string' ? this.tickets.verify(req.ticket) : null;
     let grant: TokenGrant;
-    if (ticket && addrs.includes(ticket.addr)) grant = { network: ticket.net };
-    else {
+    if (ticket && addrs.includes(ticket.addr)) {
+      // The authority may have moved the host since (merge/split) or removed it.
+      if (this.left.has(key(this.assigned.get(ticket.addr) ?? ticket.net, ticket.addr))) {
+        return { error: `host ${ticket.addr} was removed from network ${ticket.net} by an operator`, reason: 'host_left' };
+      }
+      grant = { network: this.assigned.get(ticket.addr) ?? ticket.net };
+    } else {
       if (typeof req.token !== 'string' || !req.token) return { error: 'join request carries no token', reason: 'no_token' };
       const g = this.tokens.verify(req.token);
       if ('error' in g) return g;
@@ -156,6 +164,19 @@ export class Members {
     return old ? old.session : null;
   }
 
+  /** Move a member to another network (authority merge/split); its session stays. */
+  relabel(session: number, network: number): Member | undefined {
+    const m = this.bySession.get(session);
+    if (!m || m.network === network) return undefined;
+    for (const a of m.addresses) {
+      this.byAddress.delete(key(m.network, a));
+      this.byAddress.set(key(network, a), m);
+      this.tables.addMember(a, network, session);
+    }
+    m.network = network;
+    return m;
+  }
+
   /** Remove a member (leave, expiry or replacement). Returns it if it existed. */
   forget(session: number): Member | undefined {
     const m = this.bySession.get(session);
@@ -192,7 +213,7 @@ export class Members {
   }
 }
 
-function key(network: number, address: string): string {
+export function key(network: number, address: string): string {
   return `${network}|${address}`;
 }
 

@@ -41,7 +41,32 @@ export class Peers {
     private keepaliveMs: number,
     peers: PeerConfig[],
   ) {
-    for (const cfg of peers) {
+    for (const cfg of peers) this.addPeer(cfg);
+  }
+
+  /** Replace the peer list (authority tables): new peers handshake, removed ones are dropped. */
+  setPeers(list: PeerConfig[], mode: AuthMode): void {
+    const modeChanged = mode !== this.mode;
+    this.mode = mode;
+    const want = new Map(list.map((p) => [p.id, p]));
+    for (const [id, st] of this.peers) {
+      const w = want.get(id);
+      if (!w || w.publicKeyB64 !== st.cfg.publicKeyB64 || w.host !== st.cfg.host || w.port !== st.cfg.port || modeChanged) {
+        st.initiator.stop();
+        if (st.current) this.dropSession(st, st.current);
+        if (st.previous) this.dropSession(st, st.previous);
+        this.peers.delete(id);
+        this.datapath.vrSession.delete(id);
+      }
+    }
+    for (const p of list) {
+      if (this.peers.has(p.id)) continue;
+      this.addPeer(p).initiator.start();
+    }
+  }
+
+  private addPeer(cfg: PeerConfig): PeerState {
+    {
       const st: PeerState = {
         cfg,
         current: 0,
@@ -51,11 +76,11 @@ export class Peers {
         installedMono: 0,
         lastRehandshake: 0,
         initiator: new Initiator({
-          engine,
-          indices,
+          engine: this.engine,
+          indices: this.indices,
           responderPublic: cfg.publicKey,
-          initiatorStatic: staticKey,
-          senderId: selfId,
+          initiatorStatic: this.staticKey,
+          senderId: this.selfId,
           host: cfg.host,
           port: cfg.port,
           payload: () => ({ kind: 'vr', mode: this.mode }),
@@ -65,6 +90,7 @@ export class Peers {
         }),
       };
       this.peers.set(cfg.id, st);
+      return st;
     }
   }
 

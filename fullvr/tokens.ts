@@ -20,12 +20,15 @@ export interface TokenVerifier {
   verify(token: string): TokenGrant | TokenRefusal;
   /** Record that a single-use grant was used. */
   consume(grant: TokenGrant): void;
+  /** Refuse this token id from now on (authority revocation). */
+  revoke?(jti: string): void;
 }
 
 export class FullvrTokens implements TokenVerifier {
   // Static tokens are compared as digests so timing reveals nothing about a near-miss.
   private statics: Array<{ digest: Buffer; network: number }>;
   private used = new Map<string, number>(); // jti -> exp (Unix s)
+  private revoked = new Set<string>();
   private usedFile: string | null;
 
   private readonly authorityKey?: KeyObject;
@@ -65,6 +68,7 @@ export class FullvrTokens implements TokenVerifier {
         const c = verifyToken(this.authorityKey, token);
         if (!this.served.has(c.net)) throw new TokenError(`join token is for network ${c.net}, which this FullVR does not serve`, 'wrong_network');
         if (c.vr !== null && c.vr !== this.selfId) throw new TokenError(`join token was issued for FullVR ${c.vr}, not this one (${this.selfId})`, 'wrong_fullvr');
+        if (this.revoked.has(c.jti)) throw new TokenError('join token was revoked by an operator', 'revoked');
         if (c.su && this.used.has(c.jti)) throw new TokenError('single-use join token was already used', 'reused');
         return { network: c.net, ...(c.su ? { singleUseId: c.jti, singleUseExp: c.exp } : {}) };
       } catch (e) {
@@ -75,6 +79,10 @@ export class FullvrTokens implements TokenVerifier {
     const d = digest(token);
     for (const g of this.statics) if (timingSafeEqual(d, g.digest)) return { network: g.network };
     return { error: 'join token not accepted by this FullVR', reason: 'unknown_token' };
+  }
+
+  revoke(jti: string): void {
+    this.revoked.add(jti);
   }
 
   consume(grant: TokenGrant): void {
