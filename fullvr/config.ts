@@ -73,10 +73,14 @@ export const FullvrConfigSchema = z.strictObject({
       z.strictObject({
         // the peer's VR id
         id: zId,
-        // its UDP endpoint; a host name is resolved at startup
-        endpoint: zEndpoint(false),
+        // its UDP endpoint; a host name is resolved at startup (a limited peer may have none)
+        endpoint: zEndpoint(false).optional(),
         // its X25519 static public key, base64
         publicKey: zKey32,
+        // the peer sits behind NAT and accepts no inbound traffic (a limited-VR): never
+        // initiate to it; it opens the session, and when this VR is its queue-VR, packets
+        // for its subnets arrive here and are relayed to it over that session
+        limited: z.boolean().default(false),
       }),
     )
     .default([]),
@@ -160,6 +164,10 @@ function semanticProblems(cfg: Parsed): Problem[] {
     if (seen === 'id') add(['peers', i, 'id'], `${p.id} is this VR's own id`);
     else if (seen) add(['peers', i, 'id'], `duplicate VR id ${p.id} (also ${seen})`);
     else vrAt.set(p.id, `peers[${i}].id`);
+  });
+
+  cfg.peers.forEach((p, i) => {
+    if (!p.limited && !p.endpoint) add(['peers', i, 'endpoint'], 'required (only a limited peer may omit it)');
   });
 
   if (cfg.authority?.managed) {

@@ -38,6 +38,9 @@ export class FullvrDatapath {
   readonly sessionNetwork = new Int32Array(65536);
   /** VR id -> session index to send on (the newest established session). */
   readonly vrSession = new Map<number, number>();
+  /** Limited-VRs (behind NAT) this FullVR is the queue-VR for: packets for them are relayed. */
+  readonly relayFor = new Set<number>();
+  relayed = 0;
   readonly drops = new Float64Array(ROUTE_DROP_REASONS.length);
   /** Indices (into the current batch) of control messages and unknown-session drops. */
   readonly controlSlots: Int32Array;
@@ -120,9 +123,18 @@ export class FullvrDatapath {
       this.routed++;
       return;
     }
-    // A packet from a VR must end here (hop count ≤ 2 VRs); relaying is the queue-VR's job.
-    if (kind === SessionKind.VR) return this.drop(meta, b, D.NOT_MEMBER);
     const vr = t.gndtLookupDst(net, buf, off);
+    if (kind === SessionKind.VR) {
+      // From a VR a packet must end here (≤ 2 VRs), unless we are the queue-VR of the
+      // limited-VR that owns the destination: then one more hop, over the session it opened.
+      if (vr < 0 || !this.relayFor.has(vr)) return this.drop(meta, b, D.NOT_MEMBER);
+      const s = this.vrSession.get(vr);
+      if (s === undefined) return this.drop(meta, b, D.VR_UNREACHABLE);
+      meta[b + M.ACTION] = s;
+      meta[b + M.OUTNET] = net;
+      this.relayed++;
+      return;
+    }
     if (vr < 0) return this.drop(meta, b, D.NO_ROUTE);
     if (vr === this.selfId) return this.drop(meta, b, D.NOT_MEMBER);
     const s = this.vrSession.get(vr);

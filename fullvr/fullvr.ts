@@ -86,6 +86,7 @@ export class FullVR {
     for (const n of cfg.networks) this.tables.setGndt(n.id, n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })));
     for (const n of cfg.networks) for (const p of n.lan ?? []) this.tables.addLanPrefix(p, n.id);
     for (const p of cfg.peers) {
+      if (!p.endpoint) continue; // limited peer: reached only over the session it opens
       const ep = parseEndpoint(p.endpoint);
       this.tables.setPeer(p.id, { host: ep.host, port: ep.port, publicKey: p.publicKey });
     }
@@ -140,10 +141,11 @@ export class FullVR {
       this.peerMode,
       this.cfg.keepaliveSeconds * 1000,
       this.cfg.peers.map((p) => {
-        const ep = parseEndpoint(p.endpoint);
-        return { id: p.id, host: ep.host, port: ep.port, publicKey: loadPublicKey(p.publicKey), publicKeyB64: p.publicKey };
+        const ep = p.endpoint ? parseEndpoint(p.endpoint) : { host: '', port: 0 };
+        return { id: p.id, host: ep.host, port: ep.port, publicKey: loadPublicKey(p.publicKey), publicKeyB64: p.publicKey, limited: p.limited };
       }),
     );
+    for (const id of this.peers.limitedPeers()) this.datapath.relayFor.add(id);
     const dp = this.datapath;
     this.engine.onUdpReadable(
       makePump(this.udpBatch, {
@@ -410,11 +412,13 @@ export class FullVR {
     this.peerMode = strongestMode(next.networks.map((n) => authModeOf(n.auth)));
     this.peers.setPeers(
       next.peers.map((p) => {
-        const ep = parseEndpoint(p.endpoint);
-        return { id: p.id, host: ep.host, port: ep.port, publicKey: loadPublicKey(p.publicKey), publicKeyB64: p.publicKey };
+        const ep = p.endpoint ? parseEndpoint(p.endpoint) : { host: '', port: 0 };
+        return { id: p.id, host: ep.host, port: ep.port, publicKey: loadPublicKey(p.publicKey), publicKeyB64: p.publicKey, limited: p.limited };
       }),
       this.peerMode,
     );
+    this.datapath.relayFor.clear();
+    for (const id of this.peers.limitedPeers()) this.datapath.relayFor.add(id);
     for (const jti of t.revokedTokens) this.tokens.revoke?.(jti);
     this.cfg = { ...this.cfg, networks: next.networks, peers: next.peers };
     this.tablesVersion = t.version;
@@ -451,7 +455,7 @@ export class FullVR {
       listen: this.cfg.listen,
       publicKey: this.publicKey,
       mtu: this.mtu,
-      counters: { ...this.counters, routed: this.datapath.routed },
+      counters: { ...this.counters, routed: this.datapath.routed, relayed: this.datapath.relayed },
       tables: { version: this.tablesVersion, appliedAt: this.tablesAppliedAt },
       joinRefusals: this.refusals,
       engine: this.engine?.stats() ?? {},

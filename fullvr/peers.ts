@@ -10,6 +10,8 @@ import { SessionKind, type FullvrDatapath } from './datapath.js';
 
 export interface PeerConfig {
   id: number;
+  /** Behind NAT: it opens the session; we never initiate (host/port may be empty). */
+  limited?: boolean;
   host: string;
   port: number;
   publicKey: Buffer;
@@ -61,7 +63,8 @@ export class Peers {
     }
     for (const p of list) {
       if (this.peers.has(p.id)) continue;
-      this.addPeer(p).initiator.start();
+      const st = this.addPeer(p);
+      if (!p.limited) st.initiator.start();
     }
   }
 
@@ -95,7 +98,7 @@ export class Peers {
   }
 
   startAll(): void {
-    for (const p of this.peers.values()) p.initiator.start();
+    for (const p of this.peers.values()) if (!p.cfg.limited) p.initiator.start();
   }
 
   stopAll(): void {
@@ -163,6 +166,8 @@ export class Peers {
   }
 
   private rehandshake(st: PeerState, why: string): void {
+    // A limited peer cannot be reached: it will open a new session itself.
+    if (st.cfg.limited) return;
     const now = Date.now();
     if (st.initiator.active || now - st.lastRehandshake < 1000) return;
     st.lastRehandshake = now;
@@ -187,6 +192,11 @@ export class Peers {
     }
   }
 
+  /** Limited peers (limited-VRs) that depend on us as queue-VR. */
+  limitedPeers(): number[] {
+    return [...this.peers.values()].filter((p) => p.cfg.limited).map((p) => p.cfg.id);
+  }
+
   status(): unknown[] {
     const now = monotonicMs();
     return [...this.peers.values()].map((st) => {
@@ -194,6 +204,7 @@ export class Peers {
       return {
         id: st.cfg.id,
         endpoint: info ? `${info.peerHost}:${info.peerPort}` : `${st.cfg.host}:${st.cfg.port}`,
+        limited: !!st.cfg.limited,
         up: !!st.current && !!info && now - info.lastRxMs <= 3 * this.keepaliveMs,
         session: st.current,
         lastRxAgoMs: info ? now - info.lastRxMs : null,

@@ -276,6 +276,8 @@ export class TinyVR {
       const b = i * META_FIELDS;
       meta[b + M.ACTION] = action;
       meta[b + M.OUTNET] = this.outNetwork;
+      // The hop count counts VRs a packet crossed; a TinyVR is not one (the engine adds 1).
+      meta[b + M.HOPS] = -1;
     }
   }
 

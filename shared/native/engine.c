@@ -1339,7 +1339,8 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
       e->st[ST_DROP_BASE + DR_OVERSIZE]++;
       continue;
     }
-    int32_t hops = (m[M_HOPS] > 0 ? m[M_HOPS] : 0) + 1;
+    /* HOPS -1 from a TinyVR: it is no VR, so its packets leave with hops 0. */
+    int32_t hops = m[M_HOPS] + 1 > 0 ? m[M_HOPS] + 1 : 0;
     if (hops > TV_MAX_HOPS) { /* the receiver would drop it anyway */
       e->st[ST_DROP_BASE + DR_HOP_LIMIT]++;
       continue;

@@ -40,6 +40,8 @@ export interface OverlayOptions {
   authority?: { publicKey: string; url?: string; apiToken?: string; heartbeatSeconds?: number };
   /** site -> [provider, region] as the authority's catalog names it. */
   placement?: Record<string, [string, string]>;
+  /** limited site -> its queue-VR's site (the limited FullVR sits behind NAT: lab fullvrBehindNat). */
+  limited?: Record<string, string>;
 }
 
 export class Overlay {
@@ -64,8 +66,17 @@ export class Overlay {
     return `${this.lab.site(site).fullvrPublic}:${FULLVR_PORT}`;
   }
 
+  /** Where a VM of `site` reaches its FullVR: a limited FullVR only on its private address. */
+  memberEndpoint(site: string): string {
+    return this.opts.limited?.[site] ? `${this.lab.node(`${site}-fvr`).privateAddr}:${FULLVR_PORT}` : this.endpoint(site);
+  }
+
   private fullvrConfig(f: FullvrHandle): Record<string, unknown> {
-    const vrOf = (site: string) => this.fullvrs.get(site)!.id;
+    // Everyone but a limited VR and its queue-VR reaches the limited VR's subnets via the queue-VR.
+    const vrOf = (site: string) => {
+      const q = this.opts.limited?.[site];
+      return this.fullvrs.get(q && f.site !== site && f.site !== q ? q : site)!.id;
+    };
     const nets = this.networks.filter((n) => n.sites.some((s) => s.site === f.site) || n.lan?.some((l) => l.site === f.site));
     return {
       id: f.id,
@@ -74,7 +85,11 @@ export class Overlay {
       control: FULLVR_CONTROL,
       tun: { name: 'tvfvr0' },
       keepaliveSeconds: 2,
-      peers: [...this.fullvrs.values()].filter((p) => p !== f).map((p) => ({ id: p.id, endpoint: this.endpoint(p.site), publicKey: p.publicKey })),
+      peers: [...this.fullvrs.values()]
+        .filter((p) => p !== f)
+        .map((p) =>
+          this.opts.limited?.[p.site] ? { id: p.id, publicKey: p.publicKey, limited: true } : { id: p.id, endpoint: this.endpoint(p.site), publicKey: p.publicKey },
+        ),
       networks: nets.map((n) => ({
         id: n.id,
         name: n.name,
@@ -109,7 +124,7 @@ export class Overlay {
     const f = this.fullvrs.get(site)!;
     const h = this.lab.spawn(
       vm,
-      [process.execPath, CLI, 'tinyvr', '--fullvr', this.endpoint(site), '--fullvr-key', f.publicKey, '--token', net.token, '--control', TINYVR_CONTROL, '--keepalive', '2', ...extra],
+      [process.execPath, CLI, 'tinyvr', '--fullvr', this.memberEndpoint(site), '--fullvr-key', f.publicKey, '--token', net.token, '--control', TINYVR_CONTROL, '--keepalive', '2', ...extra],
       { logFile: join(this.lab.logsDir, `tinyvr-${vm}-${Date.now()}.log`) },
     );
     this.tinyvrs.set(vm, h);
