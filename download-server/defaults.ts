@@ -31,7 +31,7 @@ export async function startDefaultServer(dataDirArg: string, listen = '0.0.0.0:8
   if (!existsSync(join(catalogDir, 'sites.json'))) writeFileSync(join(catalogDir, 'sites.json'), JSON.stringify(LOCAL_SITE, null, 2) + '\n');
   const signingKey = loadOrCreateSigningKey(dataDir);
   const fv = defaultFullvrConfig(join(dataDir, 'fullvr'));
-  fv.config.authority = { publicKey: signingKey.publicB64, heartbeatSeconds: 5 };
+  fv.config.authority = { publicKey: signingKey.publicB64, heartbeatSeconds: 5, managed: false };
   fv.config.provider = 'local';
   fv.config.region = 'default';
   const fullvr = new FullVR(fv.config);
