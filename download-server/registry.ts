@@ -22,6 +22,7 @@ export interface FullvrHealth {
 export class FullvrRegistry {
   private entries = new Map<number, FullvrEntry>();
   private health = new Map<number, FullvrHealth>();
+  private lastState = new Map<number, boolean>();
 
   constructor(
     entries: FullvrEntry[],
@@ -51,6 +52,34 @@ export class FullvrRegistry {
   isHealthy(id: number, now = monotonicMs()): boolean {
     const h = this.health.get(id);
     return !!h && now - h.lastHeartbeatMono <= this.timeoutMs;
+  }
+
+  /**
+   * Report FullVRs whose health changed since the last call (a VR went silent, or came back).
+   * The server calls this every second and logs/alerts on each transition.
+   */
+  transitions(now = monotonicMs()): Array<{ id: number; healthy: boolean; silentMs: number | null }> {
+    const out: Array<{ id: number; healthy: boolean; silentMs: number | null }> = [];
+    for (const e of this.entries.values()) {
+      const h = this.isHealthy(e.id, now);
+      const was = this.lastState.get(e.id);
+      if (was === undefined && !h) {
+        this.lastState.set(e.id, h); // never heard of yet: not a transition
+        continue;
+      }
+      if (was !== h) {
+        this.lastState.set(e.id, h);
+        const hb = this.health.get(e.id);
+        out.push({ id: e.id, healthy: h, silentMs: hb ? Math.round(now - hb.lastHeartbeatMono) : null });
+      }
+    }
+    return out;
+  }
+
+  remove(id: number): void {
+    this.entries.delete(id);
+    this.health.delete(id);
+    this.lastState.delete(id);
   }
 
   load(id: number): number {

@@ -70,6 +70,14 @@ export async function startDownloadServer(cfg: ServerConfig, extraFullvrs: Fullv
     ],
     cfg.heartbeatTimeoutSeconds * 1000,
   );
+  // Alert when a FullVR goes silent (it is no longer chosen) and when it comes back.
+  const health = setInterval(() => {
+    for (const t of registry.transitions()) {
+      if (t.healthy) log.info('fullvr up', { id: t.id });
+      else log.warn('fullvr down', { id: t.id, silentMs: t.silentMs ?? undefined, timeoutMs: cfg.heartbeatTimeoutSeconds * 1000 });
+    }
+  }, 1000);
+  health.unref();
   const bundle = await TinyvrBundle.build({ root: projectRoot(), cacheDir: join(cfg.dataDir, 'cache'), version: VERSION });
   const app = createApp({ cfg, catalog: () => catalog as CatalogView, registry, signingKey, bundle, version: VERSION });
   // Small header limit: a join request has no business sending more (absurd headers -> 431).
@@ -93,6 +101,7 @@ export async function startDownloadServer(cfg: ServerConfig, extraFullvrs: Fullv
     close: () =>
       new Promise<void>((res) => {
         if (reload) clearInterval(reload);
+        clearInterval(health);
         server.closeAllConnections?.();
         server.close(() => res());
       }),

@@ -68,3 +68,18 @@ describe('FullVR selection', () => {
     expect(ask(r, 'aws', 'us-east-1')).toEqual({ error: 'no FullVR serves network 1' });
   });
 });
+
+describe('FullVR health transitions', () => {
+  it('reports a FullVR going silent and coming back, once each', () => {
+    const r = new FullvrRegistry([{ id: 1, endpoint: 'x:1', publicKey: 'k', provider: null, region: null, networks: [1], isDefault: false }], 1000);
+    expect(r.transitions(0)).toEqual([]); // never heard from: not a transition
+    r.heartbeat(1, { members: 0, load: 0, peersUp: 0 });
+    const t0 = Number(process.hrtime.bigint() / 1_000_000n);
+    expect(r.transitions(t0)).toEqual([{ id: 1, healthy: true, silentMs: expect.any(Number) }]);
+    expect(r.transitions(t0 + 10)).toEqual([]);
+    expect(r.transitions(t0 + 5000)).toEqual([{ id: 1, healthy: false, silentMs: expect.any(Number) }]);
+    expect(r.transitions(t0 + 6000)).toEqual([]);
+    r.heartbeat(1, { members: 0, load: 0, peersUp: 0 });
+    expect(r.transitions()).toEqual([{ id: 1, healthy: true, silentMs: expect.any(Number) }]);
+  });
+});
