@@ -204,14 +204,16 @@ main() {
 
   # Pids of every process running our supervisor or our TinyVR (whoever started it).
   ours() {
-    for ours_dir in /proc/[0-9]*; do
-      ours_pid=\${ours_dir#/proc/}
-      [ "$ours_pid" != "$$" ] || continue
-      ours_cmd=$(tr '\\0' ' ' 2>/dev/null <"$ours_dir/cmdline") || continue
-      case " $ours_cmd " in
-        *" $SUPERVISOR "* | *" $BUNDLE "*) printf '%s\\n' "$ours_pid" ;;
-      esac
+    # One grep over every command line instead of a process per /proc entry. The patterns
+    # bracket the last dot so grep's own command line (which holds them) never matches.
+    ours_sup="\${SUPERVISOR%.sh}[.]sh"
+    ours_bun="\${BUNDLE%.mjs}[.]mjs"
+    grep -ls -e "$ours_sup" -e "$ours_bun" /proc/[0-9]*/cmdline 2>/dev/null | while IFS= read -r ours_f; do
+      ours_pid=\${ours_f#/proc/}
+      ours_pid=\${ours_pid%/cmdline}
+      [ "$ours_pid" = "$$" ] || printf '%s\\n' "$ours_pid"
     done
+    return 0
   }
 
   # Stops whatever runs now (unit, supervisor, stray TinyVR); true if something was running.
@@ -546,13 +548,14 @@ SUPERVISE
       say "log: $LOG; it is restarted with backoff; to remove it: curl -fsSL $SERVER/join | sh -s -- --uninstall"
       exit 16
     fi
-    if [ "$waited" -ge "$JOIN_WAIT" ]; then
+    if [ "$waited" -ge "$((JOIN_WAIT * 10))" ]; then
       say "not joined after $JOIN_WAIT s; the last lines of $LOG:"
       tail -n 15 "$LOG" >&2 || true
       say "the TinyVR keeps trying in the background; to remove it: curl -fsSL $SERVER/join | sh -s -- --uninstall"
       exit 15
     fi
-    sleep 1
+    # A join takes well under a second: poll in tenths (a shell without fractional sleep waits 1 s).
+    sleep 0.1 2>/dev/null || sleep 1
     waited=$((waited + 1))
   done
   address=$(sed -n 's/.*"address":"\\([^"]*\\)".*/\\1/p' "$STATUS" | head -n 1)

@@ -46,6 +46,8 @@ function refusal(res: Response, status: number, message: string): void {
 export function createApp(d: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  // Join scripts are unique per request (token, download id): an ETag is wasted hashing.
+  app.set('etag', false);
   app.set('query parser', 'simple');
   // Configured bundle downloads: id -> config, short-lived, a few downloads each (retries).
   const pending = new Map<string, { config: Record<string, unknown>; expires: number; left: number }>();

@@ -1,10 +1,12 @@
-// First TinyViNe-TS benchmark (not a test): TCP throughput and RTT from VM a1 to VM b1
-// across two NATed cloud sites, over the overlay (every auth mode), plain kernel
-// forwarding and OpenVPN, in one namespace lab.
+// TinyViNe-TS benchmark (not a test):
+//  - tcp: TCP throughput and RTT from VM a1 to VM b1 across two NATed cloud sites, over the
+//    overlay (every auth mode), plain kernel forwarding and OpenVPN, in one namespace lab;
+//  - join (join-bench.ts): GET /join requests/s and latency of the download server, and the
+//    time from `curl ... /join | sh` to the first packet across the overlay.
 //
-//   npm run bench -- [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--keep-logs]
+//   npm run bench -- [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--keep-logs]
 //
-// Paths are measured alternately (kernel, openvpn, overlay, overlay modes, kernel, ...)
+// TCP paths are measured alternately (kernel, openvpn, overlay, overlay modes, kernel, ...)
 // and each reports the median of its rounds. Exits non-zero with a one-line message if
 // any measurement failed (after printing what was measured). Everything (namespaces,
 // processes, temp files) is removed on success, failure and SIGINT/SIGTERM/SIGHUP.
@@ -16,13 +18,16 @@ import { waitFor, type NetworkSpec } from '../lab/overlay-harness.js';
 import { BenchOverlay, findCli } from './bench-overlay.js';
 import { startOpenvpn, type OpenvpnTunnel } from './openvpn.js';
 import { cpuSampler, iperfTcp, median, pingRtt, round1, type TcpSample } from './measure.js';
+import { runJoinBench, type JoinBenchResult } from './join-bench.js';
 
-const USAGE = `Usage: node dist/bench.mjs [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--keep-logs]
+const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--keep-logs] [--join-cpu-prof DIR]
+  --only WHAT   run only the TCP/RTT part (tcp) or only the join part (join); default both
   --json FILE   also write the results as JSON to FILE
-  --seconds N   iperf3 duration per TCP sample (default 10)
+  --seconds N   iperf3 duration per TCP sample, and GET /join load duration (default 10)
   --rounds N    rounds of alternating samples per path; the median is reported (default 3)
   --no-modes    measure the overlay with auth hmac only (skip aes-gcm, chacha, none)
-  --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN logs) after the run`;
+  --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN/server logs) after the run
+  --join-cpu-prof DIR   run the GET /join load-test server with node --cpu-prof, profile into DIR`;
 
 type Mode = 'hmac' | 'aes-gcm' | 'chacha' | 'none';
 const MODES: Mode[] = ['hmac', 'aes-gcm', 'chacha', 'none'];
@@ -42,6 +47,8 @@ function parseCli() {
         rounds: { type: 'string' },
         'no-modes': { type: 'boolean' },
         'keep-logs': { type: 'boolean' },
+        only: { type: 'string' },
+        'join-cpu-prof': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -64,7 +71,13 @@ function parseCli() {
     }
     return n;
   };
+  if (v.only !== undefined && v.only !== 'tcp' && v.only !== 'join') {
+    console.error(`bench: --only takes tcp or join, not "${v.only}"\n${USAGE}`);
+    process.exit(2);
+  }
   return {
+    only: v.only as 'tcp' | 'join' | undefined,
+    joinCpuProf: v['join-cpu-prof'],
     json: v.json,
     seconds: int(v.seconds, 10, 'seconds', 120),
     rounds: int(v.rounds, 3, 'rounds', 9),
@@ -128,28 +141,19 @@ function sh(cmd: string, args: string[]): string {
 }
 
 // ---------------------------------------------------------------------------
-// main
+// tcp: throughput and RTT over the overlay, kernel forwarding and OpenVPN
 // ---------------------------------------------------------------------------
 
-async function main(): Promise<number> {
-  const opt = parseCli();
+type Options = ReturnType<typeof parseCli>;
+
+/** Table lines (after the common header) and JSON fields of the TCP part; null if it cannot run. */
+async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; json: Record<string, unknown> } | null> {
   const support = await labSupport(['ip', 'nft', 'ping', 'iperf3', 'curl', 'openvpn']);
   if (!support.ok) {
-    console.error(`bench: cannot run: ${support.reason}`);
-    return 1;
+    console.error(`bench: tcp: cannot run: ${support.reason}`);
+    errors.push(`tcp: cannot run: ${support.reason}`);
+    return null;
   }
-  const cli = findCli();
-  const startedAt = new Date();
-  const loadStart = sh('cat', ['/proc/loadavg']);
-
-  // Bound the whole run: setup, every sample, RTTs and teardown.
-  const nPaths = 2 + opt.modes.length;
-  const limitMs = 300_000 + opt.rounds * nPaths * (opt.seconds + 30) * 1000;
-  const watchdog = setTimeout(() => {
-    console.error(`bench: time limit of ${Math.round(limitMs / 1000)} s exceeded, aborting`);
-    process.exit(124);
-  }, limitMs);
-  watchdog.unref();
 
   const vmsA = opt.modes.map((_, i) => `a${i + 1}`);
   const vmsB = opt.modes.map((_, i) => `b${i + 1}`);
@@ -383,11 +387,7 @@ async function main(): Promise<number> {
     if (r.rttUs === null && (key === 'overlay' || key === 'kernel') && !errors.some((e) => e.startsWith(`rtt ${key}`))) errors.push(`rtt ${key}: not measured`);
   }
 
-  const uname = sh('uname', ['-r']);
   const lines: string[] = [];
-  lines.push(
-    `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}`,
-  );
   lines.push(`TCP: iperf3, 1 stream, -t ${opt.seconds}, receiver-side Mbit/s, median of ${opt.rounds} alternating rounds; RTT: ping -c 20 -i 0.05, median`);
   lines.push('');
   const hdr = ['path', 'Mbit/s', 'samples (Mbit/s)', 'retr', 'RTT µs'];
@@ -414,24 +414,11 @@ async function main(): Promise<number> {
     const c = cpuMedian(r.key);
     if (c && Object.keys(c).length > 0) lines.push(`  ${r.key.padEnd(15)} ${Object.entries(c).map(([k, v]) => `${k} ${v ?? '-'}`).join('   ')}`);
   }
-  if (problems.length > 0) {
-    lines.push('');
-    lines.push('Observations:');
-    for (const p of problems) lines.push(`  - ${p}`);
-  }
-  console.log(lines.join('\n'));
 
   const samplesOf = (key: string) => results.get(key)?.samples.map((s) => round1(s.mbps)) ?? [];
   const json = {
-    date: startedAt.toISOString(),
-    kernel: uname,
-    node: process.version,
-    cpus: Number(sh('nproc', [])) || null,
-    loadavg_start: loadStart,
-    loadavg_end: sh('cat', ['/proc/loadavg']),
     iperf3: sh('iperf3', ['--version']).split('\n')[0] ?? '',
     openvpn: sh('openvpn', ['--version']).split('\n')[0] ?? '',
-    seconds: opt.seconds,
     rounds: opt.rounds,
     tcp_mbps: { overlay: med('overlay'), kernel: med('kernel'), openvpn: med('openvpn') },
     rtt_us: { overlay: results.get('overlay')?.rttUs ?? null, kernel: results.get('kernel')?.rttUs ?? null, openvpn: results.get('openvpn')?.rttUs ?? null },
@@ -447,6 +434,73 @@ async function main(): Promise<number> {
     cpu_samples: Object.fromEntries([...results.values()].filter((r) => r.cpu.length && Object.keys(r.cpu[0]!).length).map((r) => [r.key, r.cpu])),
     paths: Object.fromEntries([...results.values()].map((r) => [r.key, r.label])),
     ...extra,
+  };
+  return { lines, json };
+}
+
+// ---------------------------------------------------------------------------
+// main
+// ---------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const opt = parseCli();
+  const cli = findCli();
+  const startedAt = new Date();
+  const loadStart = sh('cat', ['/proc/loadavg']);
+
+  // Bound the whole run: setup, every sample, RTTs, the join part and teardown.
+  const nPaths = 2 + opt.modes.length;
+  const tcpLimitMs = opt.only === 'join' ? 0 : 300_000 + opt.rounds * nPaths * (opt.seconds + 30) * 1000;
+  const joinLimitMs = opt.only === 'tcp' ? 0 : 600_000 + opt.seconds * 1000;
+  const limitMs = tcpLimitMs + joinLimitMs;
+  const watchdog = setTimeout(() => {
+    console.error(`bench: time limit of ${Math.round(limitMs / 1000)} s exceeded, aborting`);
+    process.exit(124);
+  }, limitMs);
+  watchdog.unref();
+
+  const tcp = opt.only === 'join' ? null : await runTcp(opt, cli);
+  let join: JoinBenchResult | null = null;
+  if (opt.only !== 'tcp') {
+    try {
+      join = await runJoinBench({ cli, seconds: opt.seconds, keepLogs: opt.keepLogs, cpuProfDir: opt.joinCpuProf, onTempDir: (d) => tempDirs.add(d) });
+      errors.push(...join.errors);
+      problems.push(...join.problems);
+    } catch (e) {
+      fail('join', e);
+    } finally {
+      removeTempDirs();
+    }
+  }
+
+  const uname = sh('uname', ['-r']);
+  const lines: string[] = [];
+  lines.push(
+    `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}`,
+  );
+  if (tcp) lines.push(...tcp.lines);
+  if (join) {
+    lines.push('');
+    lines.push(...join.lines);
+  }
+  if (problems.length > 0) {
+    lines.push('');
+    lines.push('Observations:');
+    for (const p of problems) lines.push(`  - ${p}`);
+  }
+  console.log(lines.join('\n'));
+
+  const json = {
+    date: startedAt.toISOString(),
+    kernel: uname,
+    node: process.version,
+    cpus: Number(sh('nproc', [])) || null,
+    loadavg_start: loadStart,
+    loadavg_end: sh('cat', ['/proc/loadavg']),
+    seconds: opt.seconds,
+    parts: opt.only ? [opt.only] : ['tcp', 'join'],
+    ...(tcp?.json ?? {}),
+    ...(join?.json ?? {}),
     problems,
     errors,
   };
