@@ -20,6 +20,12 @@ Commands:
                                     without --config: embedded defaults plus a local FullVR
   ranges   update|lookup [--catalog DIR] [IP ...]
                                     fetch the providers' IP range files / look addresses up
+  net      create|list|show|delete|shutdown|merge|split|add-site   virtual networks
+  site     add|list                 sites (provider, region, subnets)
+  fullvr   list|register|tables     FullVRs known to the authority
+  host     list|join|leave          hosts (members) of networks
+  token    create|list|revoke       join tokens
+           (these talk to the server: --server URL or TINYVINE_SERVER, --api-token or TINYVINE_API_TOKEN)
   keygen                            print a new X25519 key pair (private, then public)
   pubkey                            read a private key on stdin, print its public key
   version                           print the version
@@ -29,8 +35,19 @@ Set TINYVINE_DEBUG=1 for debug logs.`;
 
 type Runner = (argv: string[]) => Promise<void>;
 
+/** Operator commands against the authority's HTTP API (--server / TINYVINE_SERVER). */
+async function authorityCli(group: 'net' | 'site' | 'fullvr' | 'host' | 'token', argv: string[]): Promise<void> {
+  const { runAuthorityCli } = await import('../download-server/authority/cli.js');
+  process.exitCode = await runAuthorityCli(group, argv, {
+    out: process.stdout,
+    err: process.stderr,
+    env: process.env,
+  });
+}
+
 const commands: Record<string, Runner> = {
   async fullvr(argv) {
+    if (['list', 'register', 'tables'].includes(argv[0] ?? '')) return authorityCli('fullvr', argv);
     const usage = 'Usage: tinyvine fullvr [--config FILE] [--data-dir DIR]\n  Without --config: embedded defaults (see README), state in --data-dir (default ./.tinyvine).';
     const o = parse(argv, { config: { type: 'string', short: 'c' }, 'data-dir': { type: 'string' } }, usage);
     setLogComponent('fullvr');
@@ -127,6 +144,11 @@ const commands: Record<string, Runner> = {
     const readStdin = async () => readFileSync(0, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
     process.exitCode = await lookupCommand(dir, positionals.length ? positionals : null, (l) => process.stdout.write(l + '\n'), readStdin);
   },
+
+  net: (argv) => authorityCli('net', argv),
+  site: (argv) => authorityCli('site', argv),
+  host: (argv) => authorityCli('host', argv),
+  token: (argv) => authorityCli('token', argv),
 
   async keygen(argv) {
     parse(argv, {}, 'Usage: tinyvine keygen\n  Prints a private key line and a public key line (base64).');

@@ -19,6 +19,7 @@ import type { FullvrRegistry } from './registry.js';
 import { chooseFullvr } from './selection.js';
 import { renderJoinScript } from '../bundle/join-script.js';
 import type { TinyvrBundle } from '../bundle/tinyvr-bundle.js';
+import type { TablePush } from './table-push.js';
 
 export interface CatalogView {
   lookup(ip: string): { provider: string; region: string | null; prefix: string; site?: string } | null;
@@ -26,6 +27,12 @@ export interface CatalogView {
 
 export interface AppDeps {
   cfg: ServerConfig;
+  /** Management API (authority) routes, mounted first under /api/v1. */
+  authorityRouter?: express.Router;
+  /** Pushes signed tables to FullVRs (GET /api/v1/fullvrs/:id/tables/stream). */
+  tablePush?: TablePush;
+  /** FullVRs report their members in heartbeats. */
+  onMembers?: (fullvrId: number, members: Array<{ network: number; address: string }>) => void;
   catalog: () => CatalogView;
   registry: FullvrRegistry;
   signingKey: SigningKey;
@@ -147,6 +154,11 @@ export function createApp(d: AppDeps): express.Express {
 
   const api = express.Router();
   api.use(express.json({ limit: '64kb' }));
+  api.get('/fullvrs/:id/tables/stream', (req, res) => {
+    if (!authorised(d.cfg.apiToken, req.headers.authorization)) return void res.status(401).json({ error: 'missing or wrong API token' });
+    if (!d.tablePush) return void res.status(404).json({ error: 'this server does not manage routing tables' });
+    d.tablePush.handle(req, res, Number(req.params.id));
+  });
   api.post('/fullvrs/:id/heartbeat', (req, res) => {
     if (!authorised(d.cfg.apiToken, req.headers.authorization)) return void res.status(401).json({ error: 'missing or wrong API token' });
     const id = Number(req.params.id);
@@ -156,13 +168,25 @@ export function createApp(d: AppDeps): express.Express {
     const load = num(b?.load);
     if (!Number.isInteger(id) || members === null || load === null) return void res.status(400).json({ error: 'heartbeat needs {members: number, load: number}' });
     if (!d.registry.heartbeat(id, { members, load, peersUp: num(b.peersUp) ?? 0 })) return void res.status(404).json({ error: `unknown FullVR ${id}` });
+    if (Array.isArray(b.memberList) && d.onMembers) {
+      const list = (b.memberList as unknown[])
+        .filter((m): m is { network: number; address: string } => typeof (m as any)?.network === 'number' && typeof (m as any)?.address === 'string')
+        .slice(0, 10_000);
+      d.onMembers(id, list);
+    }
     res.json({ ok: true });
   });
-  api.get('/fullvrs', (req, res) => {
-    if (!authorised(d.cfg.apiToken, req.headers.authorization)) return void res.status(401).json({ error: 'missing or wrong API token' });
+  api.get('/fullvrs', (req, res, next) => {
+    // With the FullVR token: the heartbeat registry; otherwise the management API answers.
+    if (!authorised(d.cfg.apiToken, req.headers.authorization)) {
+      if (d.authorityRouter) return next();
+      return void res.status(401).json({ error: 'missing or wrong API token' });
+    }
     res.json(d.registry.status());
   });
+  // Heartbeats and the table stream first (FullVR token), then the management API (user tokens).
   app.use('/api/v1', api);
+  if (d.authorityRouter) app.use('/api/v1', d.authorityRouter);
 
   app.use((_req, res) => {
     res.status(404).type('text/plain').send('tinyvine: not found (try GET /join)\n');

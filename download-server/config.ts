@@ -44,6 +44,9 @@ export const ServerConfigSchema = z.strictObject({
   heartbeatTimeoutSeconds: z.number().int().min(1).default(15),
   // bearer token FullVRs use for heartbeats (>= 16 chars); omit to accept none
   apiToken: z.string().min(16).optional(),
+  // first administrator token for the management API (>= 16 chars), usable only until an admin
+  // API token exists; also read from env TINYVINE_BOOTSTRAP_TOKEN
+  bootstrapToken: z.string().min(16).optional(),
   // operator-supplied Node runtimes: <runtimeDir>/<os>-<arch>/node
   runtimeDir: z.string().min(1).optional(),
   fullvrs: z.array(FullvrSchema).default([]),

@@ -13,6 +13,11 @@ import { ProviderCatalog } from './catalog/catalog.js';
 import { createApp, type CatalogView } from './app.js';
 import type { ServerConfig } from './config.js';
 import { FullvrRegistry, type FullvrEntry } from './registry.js';
+import { createAuthority } from './authority/api.js';
+import { FileStore } from './authority/store.js';
+import { computeTables, joinHost, type State } from './authority/state.js';
+import { TablePush } from './table-push.js';
+import type { TablesBody } from '../shared/signed-tables.js';
 
 export const VERSION = '0.1.0';
 
@@ -78,8 +83,80 @@ export async function startDownloadServer(cfg: ServerConfig, extraFullvrs: Fullv
     }
   }, 1000);
   health.unref();
+  // The authority: management API, state in one file, signed tables pushed to FullVRs.
+  // Hosts an operator removed are remembered for a while so FullVRs drop them and refuse
+  // their rejoin, and late heartbeats do not bring them back.
+  const left = new Map<string, { network: number; address: string; fullvr: number; at: number }>();
+  let prevState: State | null = null;
+  let push: TablePush | null = null;
+  const syncRegistry = (st: State) => {
+    for (const f of st.fullvrs) {
+      if (cfg.fullvrs.some((c) => c.id === f.id)) continue;
+      const site = st.sites.find((x) => x.name === f.site);
+      registry.add({
+        id: f.id,
+        endpoint: f.endpoint,
+        publicKey: f.publicKey,
+        provider: site?.provider ?? null,
+        region: site?.region ?? null,
+        networks: st.networks.filter((n) => n.state === 'active' && n.sites.includes(f.site)).map((n) => n.id),
+        isDefault: false,
+      });
+    }
+  };
+  const authority = createAuthority({
+    store: new FileStore(join(cfg.dataDir, 'authority.json')),
+    signingKey,
+    bootstrapAdminToken: cfg.bootstrapToken ?? process.env.TINYVINE_BOOTSTRAP_TOKEN,
+    health: (id) => registry.status().find((e: any) => e.id === id),
+    onChange: (st) => {
+      const now = Date.now();
+      if (prevState) {
+        for (const h of prevState.hosts) {
+          if (!st.hosts.some((x) => x.address === h.address && x.network === h.network) && st.networks.some((n) => n.id === h.network)) {
+            left.set(`${h.network}|${h.address}`, { network: h.network, address: h.address, fullvr: h.fullvr, at: now });
+          }
+        }
+      }
+      for (const h of st.hosts) left.delete(`${h.network}|${h.address}`);
+      for (const [k, v] of left) if (now - v.at > 600_000) left.delete(k);
+      prevState = st;
+      syncRegistry(st);
+      push?.broadcast();
+    },
+  });
+  prevState = authority.current();
+  syncRegistry(prevState);
+  push = new TablePush(signingKey, (id): TablesBody | null => {
+    const st = authority.current();
+    if (!st.fullvrs.some((f) => f.id === id)) return null;
+    const t = computeTables(st, id);
+    const limited = new Set(t.limited.map((l) => l.id));
+    return {
+      version: t.version,
+      fullvr: t.fullvr,
+      peers: t.peers.map((p) => (limited.has(p.id) ? { id: p.id, publicKey: p.publicKey, limited: true } : p)) as TablesBody['peers'],
+      networks: t.networks,
+      members: t.members,
+      left: [...left.values()].filter((l) => l.fullvr === id).map(({ network, address }) => ({ network, address })),
+      revokedTokens: t.revokedTokens,
+    };
+  });
+  // Members a FullVR admitted (with a join token) become hosts of the authority.
+  const onMembers = (fullvrId: number, members: Array<{ network: number; address: string }>) => {
+    const st = authority.current();
+    for (const m of members) {
+      if (st.hosts.some((h) => h.address === m.address && h.network === m.network) || left.has(`${m.network}|${m.address}`)) continue;
+      if (!st.networks.some((n) => n.id === m.network && n.state === 'active')) continue;
+      try {
+        authority.internal((s, c) => joinHost(s, { network: m.network, address: m.address }, c), `fullvr ${fullvrId}`);
+      } catch (e) {
+        log.debug('member report not recorded', { fullvr: fullvrId, address: m.address, error: (e as Error).message });
+      }
+    }
+  };
   const bundle = await TinyvrBundle.build({ root: projectRoot(), cacheDir: join(cfg.dataDir, 'cache'), version: VERSION });
-  const app = createApp({ cfg, catalog: () => catalog as CatalogView, registry, signingKey, bundle, version: VERSION });
+  const app = createApp({ cfg, catalog: () => catalog as CatalogView, registry, signingKey, bundle, version: VERSION, authorityRouter: authority.router, tablePush: push, onMembers });
   // Small header limit: a join request has no business sending more (absurd headers -> 431).
   const server = createServer({ maxHeaderSize: 8192, requestTimeout: 30_000, headersTimeout: 10_000 }, app);
   server.keepAliveTimeout = 5000;
@@ -102,6 +179,7 @@ export async function startDownloadServer(cfg: ServerConfig, extraFullvrs: Fullv
       new Promise<void>((res) => {
         if (reload) clearInterval(reload);
         clearInterval(health);
+        push?.close();
         server.closeAllConnections?.();
         server.close(() => res());
       }),

@@ -40,7 +40,8 @@ import { parseFullvrConfig } from './config.js';
 import { key as memberKey } from './members.js';
 import { loadVerifyKey } from '../shared/join-token.js';
 
-const BATCH = 64;
+// Room for a whole TSO super-packet or UDP GRO message split into segments (≤ ~45 at MTU 1432).
+const BATCH = 256;
 /** Sentinel session index in a refusal RESP: no session was created. */
 const NO_SESSION = 0xffffffff;
 
@@ -118,14 +119,19 @@ export class FullVR {
     }
     let udpFd = -1;
     let tunFd = -1;
+    let tunOffload = false;
     try {
       udpFd = openUdp(listen.host, listen.port).fd;
       if (needTun) {
-        const tun = openTun(this.cfg.tun?.name ?? 'tvn0');
+        const tun = openTun(this.cfg.tun?.name ?? 'tvn0', { offload: true });
+        if (!tun.offload) log.warn('TUN offload unavailable, using plain packets', { error: tun.offloadError });
+        tunOffload = tun.offload;
         tunFd = tun.fd;
         this.setupLan(tun.name);
       }
-      this.engine = new PacketEngine({ udpFd, tunFd: tunFd >= 0 ? tunFd : undefined, mtu: this.mtu });
+      this.engine = new PacketEngine({ udpFd, tunFd: tunFd >= 0 ? tunFd : undefined, mtu: this.mtu, tunOffload });
+      const f = this.engine.features();
+      log.info('packet engine', { tunOffload: f.tunOffload, udpGro: f.udpGro, udpGso: f.udpGso });
     } catch (e) {
       this.net.rollback();
       if (tunFd >= 0) closeFd(tunFd);
@@ -443,9 +449,14 @@ export class FullVR {
   }
 
   /** Health and load as reported to the authority. */
-  heartbeat(): { members: number; load: number; peersUp: number } {
+  heartbeat(): { members: number; load: number; peersUp: number; memberList: Array<{ network: number; address: string }> } {
     const peers = this.peers?.status() ?? [];
-    return { members: this.members.size, load: this.members.size, peersUp: peers.filter((p: any) => p.up).length };
+    return {
+      members: this.members.size,
+      load: this.members.size,
+      peersUp: peers.filter((p: any) => p.up).length,
+      memberList: this.members.list().map((m) => ({ network: m.network, address: m.address })),
+    };
   }
 
   status(): Record<string, unknown> {

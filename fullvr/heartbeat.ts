@@ -6,6 +6,8 @@ export interface HeartbeatBody {
   members: number;
   load: number;
   peersUp: number;
+  /** The members themselves, so the authority knows its hosts. */
+  memberList?: Array<{ network: number; address: string }>;
 }
 
 export function startHeartbeats(o: { url: string; apiToken?: string; id: number; everyMs: number; body: () => HeartbeatBody }): () => void {

@@ -1,5 +1,5 @@
 // Sessions with other FullVRs (the NSKT's peers). Each peer has at most two live
-// sessions: the newest (used to send) and the previous one (still accepted), so two
+// sessions: the newest (used to send) and two older ones (still accepted), so two
 // routers that handshake at the same moment, or a rekey, never drop traffic in flight.
 import type { StaticKey } from '../shared/handshake.js';
 import { Initiator, type Established } from '../shared/initiator.js';
@@ -23,6 +23,8 @@ interface PeerState {
   initiator: Initiator;
   current: number; // session index or 0
   previous: number;
+  /** The one before previous: two routers initiating at once can briefly make three sessions. */
+  oldest: number;
   remoteIndex: Map<number, number>; // our session -> their index (to match ERROR messages)
   upSince: number;
   installedMono: number;
@@ -57,6 +59,7 @@ export class Peers {
         st.initiator.stop();
         if (st.current) this.dropSession(st, st.current);
         if (st.previous) this.dropSession(st, st.previous);
+        if (st.oldest) this.dropSession(st, st.oldest);
         this.peers.delete(id);
         this.datapath.vrSession.delete(id);
       }
@@ -74,6 +77,7 @@ export class Peers {
         cfg,
         current: 0,
         previous: 0,
+        oldest: 0,
         remoteIndex: new Map(),
         upSince: 0,
         installedMono: 0,
@@ -135,7 +139,8 @@ export class Peers {
     this.datapath.sessionKind[s.index] = SessionKind.VR;
     this.sessionPeer.set(s.index, st.cfg.id);
     st.remoteIndex.set(s.index, s.remoteIndex);
-    if (st.previous) this.dropSession(st, st.previous);
+    if (st.oldest) this.dropSession(st, st.oldest);
+    st.oldest = st.previous;
     st.previous = st.current;
     st.current = s.index;
     st.installedMono = monotonicMs();
@@ -157,7 +162,7 @@ export class Peers {
   onUnknownSession(theirIndex: number, fromHost: string): void {
     for (const st of this.peers.values()) {
       for (const [ours, theirs] of st.remoteIndex) {
-        if (theirs === theirIndex && (ours === st.current || ours === st.previous)) {
+        if (theirs === theirIndex && (ours === st.current || ours === st.previous || ours === st.oldest)) {
           this.rehandshake(st, `peer ${st.cfg.id} (${fromHost}) lost our session`);
           return;
         }

@@ -12,7 +12,7 @@ export function subscribeTables(o: {
   let stopped = false;
   let ctrl: AbortController | null = null;
   let delay = 250;
-  const url = `${o.url.replace(/\/+$/, '')}/api/v1/fullvrs/${o.id}/tables`;
+  const url = `${o.url.replace(/\/+$/, '')}/api/v1/fullvrs/${o.id}/tables/stream`;
   const loop = async () => {
     while (!stopped) {
       ctrl = new AbortController();

@@ -6,7 +6,7 @@ import { sign, verify, type KeyObject } from 'node:crypto';
 export interface TablesBody {
   version: number;
   fullvr: number;
-  peers: Array<{ id: number; endpoint: string; publicKey: string }>;
+  peers: Array<{ id: number; endpoint?: string; publicKey: string; limited?: boolean }>;
   networks: Array<{
     id: number;
     name: string;

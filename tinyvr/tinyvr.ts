@@ -30,7 +30,8 @@ import { MsgType, decodeError } from '../shared/wire.js';
 import { authModeOf, type AuthName } from '../shared/auth-mode.js';
 import type { TinyvrConfig } from './config.js';
 
-const BATCH = 64;
+// Room for a whole TSO super-packet or UDP GRO message split into segments (≤ ~45 at MTU 1432).
+const BATCH = 256;
 
 interface JoinState {
   network: number;
@@ -92,10 +93,11 @@ export class TinyVR {
     let tunFd = -1;
     try {
       udpFd = openUdp(v6 ? '::' : '0.0.0.0', 0).fd;
-      const tun = openTun(this.cfg.tun?.name ?? 'tvn0');
+      const tun = openTun(this.cfg.tun?.name ?? 'tvn0', { offload: true });
+      if (!tun.offload) log.warn('TUN offload unavailable, using plain packets', { error: tun.offloadError });
       tunFd = tun.fd;
       this.tunName = tun.name;
-      this.engine = new PacketEngine({ udpFd, tunFd, mtu: 1500 });
+      this.engine = new PacketEngine({ udpFd, tunFd, mtu: 1500, tunOffload: tun.offload });
     } catch (e) {
       if (tunFd >= 0) closeFd(tunFd);
       if (udpFd >= 0) closeFd(udpFd);

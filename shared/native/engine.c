@@ -1,6 +1,8 @@
 /* N-API surface of the packet engine: module functions (openTun, openUdp, closeFd,
  * monotonicMs) and the Engine class. The hot paths (udpRecv, tunRead, forward)
- * handle a whole batch per call and never allocate per packet. */
+ * handle a whole batch per call and never allocate per packet. Offloads (TUN TSO
+ * and coalescing, UDP GRO and GSO) stay below the per-slot contract: every packet
+ * is still one slot with its own meta (docs/interfaces.md). */
 #include <node_api.h>
 #include <uv.h>
 

@@ -126,7 +126,9 @@ describe.skipIf(!support.ok)('zero-config join with curl | sh', () => {
     const rb = await lab.exec('b1', joinCmd('b1'), { timeoutMs: 60_000 });
     expect(rb.stdout + rb.stderr).toMatch(/joined network 1 as 10\.2\.0\.11 via FullVR 203\.0\.113\.3:4789 \(same provider and region \(gcp\/europe-west1\)/);
     expect(status('a1').state).toBe('joined');
-    expect((await lab.ping('a1', '10.2.0.11', { count: 3 })).ok).toBe(true);
+    const p1 = await lab.ping('a1', '10.2.0.11', { count: 3 });
+    if (!p1.ok) console.log('PING', p1.output, JSON.stringify((await ov.fullvrStatus('a')).engine), JSON.stringify((await ov.fullvrStatus('b')).drops));
+    expect(p1.ok).toBe(true);
     expect((await lab.ping('b1', '10.1.0.11', { count: 3 })).ok).toBe(true);
   }, 120_000);
 

@@ -2,7 +2,7 @@
 // VPC looks like this) still form one overlay, each VM with an overlay address on its TUN.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupport, type Lab } from './topology.js';
-import { Overlay, TINYVR_CONTROL } from './overlay-harness.js';
+import { Overlay, TINYVR_CONTROL, waitFor } from './overlay-harness.js';
 
 const support = await labSupport(['ip', 'nft', 'ping', 'curl']);
 if (!support.ok) console.warn(`SKIP virtual-mode lab tests: ${support.reason}`);
@@ -36,6 +36,7 @@ describe.skipIf(!support.ok)('virtual mode with overlapping site subnets', () =>
       ['a', 'b'],
     );
     await ov.startAllFullvrs();
+    await waitFor(async () => (await ov.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 10_000);
     await Promise.all([ov.startTinyvr('a1', 'a', 7), ov.startTinyvr('b1', 'b', 7), ov.startTinyvr('a2', 'a', 7)]);
   }, 60_000);
 
@@ -55,7 +56,13 @@ describe.skipIf(!support.ok)('virtual mode with overlapping site subnets', () =>
     expect(a1.mode).toBe('virtual');
     expect(a1.address).toMatch(/^10\.200\.1\.\d+$/);
     expect(b1.address).toMatch(/^10\.200\.2\.\d+$/);
-    expect((await lab.ping('a1', b1.address, { count: 3 })).ok).toBe(true);
+    const p1 = await lab.ping('a1', b1.address, { count: 3 });
+    if (!p1.ok) {
+      console.log('PING', p1.output);
+      for (const x of ['a', 'b']) { const st = await ov.fullvrStatus(x); console.log(x, JSON.stringify({ d: st.drops, e: st.engine, m: st.members, p: st.peers })); }
+      for (const v of ['a1', 'b1']) { const st = await ov.status(v, TINYVR_CONTROL); console.log(v, JSON.stringify({ e: st.engine, c: st.counters, j: st.join, r: st.routes })); }
+    }
+    expect(p1.ok).toBe(true);
     expect((await lab.ping('b1', a1.address, { count: 3 })).ok).toBe(true);
     // The private subnet itself stays local: a1 -> 172.31.0.12 is its own cloud's a2, not the overlay.
     const before = (await ov.status('a1', TINYVR_CONTROL)).engine.tun_rx;

@@ -66,7 +66,8 @@ engine.onUdpReadable(
 
 process.stdout.write(`READY ${JSON.stringify({ pid: process.pid, tun, udp: { port: udp.port, gro: udp.gro }, features: engine.features() })}\n`);
 process.on('SIGTERM', () => {
-  process.stdout.write(`STATS ${JSON.stringify(engine.stats())}\n`);
+  const stats = { ...engine.stats(), udp_gso_enabled: engine.features().udpGso ? 1 : 0 };
+  process.stdout.write(`STATS ${JSON.stringify(stats)}\n`);
   engine.close();
   process.exit(0);
 });

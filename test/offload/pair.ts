@@ -3,12 +3,13 @@
 // test/unit/offload.test.ts and test/offload/bench.ts. Everything it creates is
 // removed by destroy(), also on failure (and on exit/signals through Cleanup).
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Cleanup, destroyNamespaces, destroyNamespacesSync, nsExec, nsSpawn, run, type SpawnHandle } from '../lab/netns.js';
 
-const HERE = import.meta.dirname;
+// Next to this file, or (bundled benchmark) under the working directory.
+const HERE = existsSync(resolve(import.meta.dirname, 'edge.mjs')) ? import.meta.dirname : resolve('test/offload');
 export const EDGE = resolve(HERE, 'edge.mjs');
 export const TCP_HASH = resolve(HERE, 'tcp-hash.mjs');
 export const NATIVE = process.env.TINYVINE_NATIVE ?? resolve(HERE, '../../build/Release/tinyvine_native.node');
@@ -44,13 +45,16 @@ export class EdgePair {
   info: EdgeInfo[] = [];
   private procs: SpawnHandle[] = [];
   private starts = 0;
+  private readonly veth = [`tvo${this.id}a`, `tvo${this.id}b`] as const;
 
   /** Creates the namespaces and the veth between them. */
   async setup(): Promise<void> {
+    // Logs go with the rest (failures quote them through describe()).
+    this.cleanup.defer('logs', () => rmSync(this.logDir, { recursive: true, force: true }), () => rmSync(this.logDir, { recursive: true, force: true }));
     const ns = [...this.ns];
     this.cleanup.defer('namespaces', () => destroyNamespaces(ns), () => destroyNamespacesSync(ns));
     for (const n of ns) await run(['ip', 'netns', 'add', n]);
-    const veth = [`tvo${this.id}a`, `tvo${this.id}b`];
+    const veth = this.veth;
     await run(['ip', 'link', 'add', veth[0], 'netns', ns[0], 'type', 'veth', 'peer', 'name', veth[1], 'netns', ns[1]]);
     for (let i = 0; i < 2; i++) {
       await nsExec(ns[i], ['sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=0', 'net.ipv6.conf.default.disable_ipv6=0']);
@@ -58,6 +62,11 @@ export class EdgePair {
       await nsExec(ns[i], ['ip', 'addr', 'add', `${OUTER[i]}/24`, 'dev', veth[i]]);
       await nsExec(ns[i], ['ip', 'link', 'set', veth[i], 'up']);
     }
+  }
+
+  /** MTU of the veth between the namespaces. */
+  async setOuterMtu(mtu: number): Promise<void> {
+    for (let i = 0; i < 2; i++) await nsExec(this.ns[i]!, ['ip', 'link', 'set', 'dev', this.veth[i]!, 'mtu', String(mtu)]);
   }
 
   /** Starts (or restarts) the two edges. */
