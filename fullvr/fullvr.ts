@@ -391,6 +391,7 @@ export class FullVR {
     const next = parseFullvrConfig({ ...base, networks: t.networks.map((n) => ({ lan: [], ...n })), peers: t.peers }, `tables v${t.version}`);
     const newIds = new Set(next.networks.map((n) => n.id));
     const members = this.members;
+    const routesBefore = new Map([...this.networks.keys()].map((id) => [id, this.routesFor(id)]));
     members.assigned = new Map(t.members.map((m) => [m.address, m.network]));
     members.left = new Set((t.left ?? []).map((l) => memberKey(l.network, l.address)));
     for (const m of members.list()) {
@@ -409,6 +410,11 @@ export class FullVR {
         log.info('member moved by authority', { address: m.address, from: m.network, to: want });
         // Different routes for the new network: make the TinyVR rejoin (with its ticket) to learn them.
         if (oldRoutes !== this.routesFor(want, next.networks)) this.askToRejoin(m.session, m.endpoint);
+        continue;
+      }
+      // Same network, but its sites changed (merge/split, site added): the member needs new routes.
+      if (routesBefore.has(m.network) && routesBefore.get(m.network) !== this.routesFor(m.network, next.networks)) {
+        this.askToRejoin(m.session, m.endpoint);
       }
     }
     for (const id of this.tables.networks()) if (!newIds.has(id)) this.tables.removeNetwork(id);
@@ -426,6 +432,7 @@ export class FullVR {
     this.datapath.relayFor.clear();
     for (const id of this.peers.limitedPeers()) this.datapath.relayFor.add(id);
     for (const jti of t.revokedTokens) this.tokens.revoke?.(jti);
+    this.tokens.setServedNetworks?.(newIds);
     this.cfg = { ...this.cfg, networks: next.networks, peers: next.peers };
     this.tablesVersion = t.version;
     this.tablesAppliedAt = new Date().toISOString();

@@ -22,6 +22,8 @@ export interface TokenVerifier {
   consume(grant: TokenGrant): void;
   /** Refuse this token id from now on (authority revocation). */
   revoke?(jti: string): void;
+  /** The networks this FullVR serves changed (authority tables). */
+  setServedNetworks?(ids: Set<number>): void;
 }
 
 export class FullvrTokens implements TokenVerifier {
@@ -33,7 +35,7 @@ export class FullvrTokens implements TokenVerifier {
 
   private readonly authorityKey?: KeyObject;
   private readonly selfId: number;
-  private readonly served: Set<number>;
+  private served: Set<number>;
 
   constructor(o: {
     statics: Array<{ token: string; network: number }>;
@@ -79,6 +81,10 @@ export class FullvrTokens implements TokenVerifier {
     const d = digest(token);
     for (const g of this.statics) if (timingSafeEqual(d, g.digest)) return { network: g.network };
     return { error: 'join token not accepted by this FullVR', reason: 'unknown_token' };
+  }
+
+  setServedNetworks(ids: Set<number>): void {
+    this.served = ids;
   }
 
   revoke(jti: string): void {
