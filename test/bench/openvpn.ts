@@ -12,6 +12,7 @@ export interface OpenvpnTunnel {
   /** Tunnel address of the server end (iperf3 server binds here). */
   serverTunAddr: string;
   clientTunAddr: string;
+  mtu: number;
   dir: string;
   stop(): Promise<void>;
 }
@@ -26,6 +27,8 @@ export interface OpenvpnOptions {
   /** 10.254.0.0/30: server .1, client .2. */
   serverTunAddr?: string;
   clientTunAddr?: string;
+  /** tun-mtu (default 1420). */
+  mtu?: number;
   /** Called with the temp dir as soon as it exists (so a signal handler can remove it). */
   onDir?: (dir: string) => void;
 }
@@ -37,7 +40,6 @@ const COMMON = [
   'cipher none',
   'data-ciphers none',
   'auth none',
-  'tun-mtu 1420',
   'sndbuf 4194304',
   'rcvbuf 4194304',
   'disable-dco',
@@ -50,12 +52,14 @@ export async function startOpenvpn(lab: Lab, o: OpenvpnOptions): Promise<Openvpn
   const port = o.port ?? 1194;
   const srvTun = o.serverTunAddr ?? '10.254.0.1';
   const cliTun = o.clientTunAddr ?? '10.254.0.2';
+  const mtu = o.mtu ?? 1420;
+  const common = [...COMMON, `tun-mtu ${mtu}`];
   const dir = mkdtempSync(join(tmpdir(), 'tinyvine-bench-ovpn-'));
   o.onDir?.(dir);
   const serverConf = join(dir, 'server.conf');
   const clientConf = join(dir, 'client.conf');
-  writeFileSync(serverConf, [...COMMON, `local ${o.serverAddr}`, `lport ${port}`, 'float', `ifconfig ${srvTun} ${cliTun}`].join('\n') + '\n');
-  writeFileSync(clientConf, [...COMMON, `remote ${o.serverAddr} ${port}`, 'nobind', `ifconfig ${cliTun} ${srvTun}`].join('\n') + '\n');
+  writeFileSync(serverConf, [...common, `local ${o.serverAddr}`, `lport ${port}`, 'float', `ifconfig ${srvTun} ${cliTun}`].join('\n') + '\n');
+  writeFileSync(clientConf, [...common, `remote ${o.serverAddr} ${port}`, 'nobind', `ifconfig ${cliTun} ${srvTun}`].join('\n') + '\n');
   const server = lab.spawn(o.serverNode, ['openvpn', '--config', serverConf], { logFile: join(lab.logsDir, 'openvpn-server.log') });
   const client = lab.spawn(o.clientNode, ['openvpn', '--config', clientConf], { logFile: join(lab.logsDir, 'openvpn-client.log') });
   const stop = async () => {
@@ -68,5 +72,5 @@ export async function startOpenvpn(lab: Lab, o: OpenvpnOptions): Promise<Openvpn
     await stop();
     throw e;
   }
-  return { server, client, serverTunAddr: srvTun, clientTunAddr: cliTun, dir, stop };
+  return { server, client, serverTunAddr: srvTun, clientTunAddr: cliTun, mtu, dir, stop };
 }

@@ -96,7 +96,8 @@ export class Overlay {
         mode: n.mode,
         auth: n.auth ?? 'hmac',
         ...(n.overlay ? { overlay: n.overlay } : {}),
-        sites: n.sites.map((s) => ({ name: s.site, subnet: s.subnet, vr: vrOf(s.site) })),
+        // A site with several subnets (IPv4 and IPv6) gets one GNDT entry per subnet, uniquely named.
+        sites: n.sites.map((s, i) => ({ name: n.sites.filter((x) => x.site === s.site).length > 1 ? `${s.site}-${i}` : s.site, subnet: s.subnet, vr: vrOf(s.site) })),
         ...(n.lan?.some((l) => l.site === f.site) ? { lan: n.lan.filter((l) => l.site === f.site).map((l) => l.prefix) } : {}),
       })),
       tokens: nets.map((n) => ({ token: n.token, network: n.id })),
