@@ -107,6 +107,10 @@ export const FullvrConfigSchema = z.strictObject({
       managed: z.boolean().default(false),
     })
     .optional(),
+  // this FullVR is a limited-VR (behind NAT, no inbound traffic): its queue-VR (a peer id)
+  // relays traffic for it; if UDP to the queue-VR does not work within tcpFallbackSeconds,
+  // the datagrams go over one TCP connection to the queue-VR's port instead
+  queueVr: z.strictObject({ id: zId, tcpFallbackSeconds: z.number().int().min(1).max(300).default(5) }).optional(),
   // where this FullVR is, as the authority names it (for FullVR selection)
   provider: z.string().min(1).max(64).optional(),
   region: z.string().min(1).max(64).optional(),
@@ -169,6 +173,9 @@ function semanticProblems(cfg: Parsed): Problem[] {
   cfg.peers.forEach((p, i) => {
     if (!p.limited && !p.endpoint) add(['peers', i, 'endpoint'], 'required (only a limited peer may omit it)');
   });
+  if (cfg.queueVr && !cfg.peers.some((p) => p.id === cfg.queueVr!.id && !p.limited)) {
+    add(['queueVr', 'id'], `${cfg.queueVr.id} must be one of peers[].id (and not a limited peer)`);
+  }
 
   if (cfg.authority?.managed) {
     if (!cfg.authority.url) add(['authority', 'url'], 'a managed FullVR needs the authority url to receive its tables');

@@ -40,6 +40,10 @@ export class FullvrDatapath {
   readonly vrSession = new Map<number, number>();
   /** Limited-VRs (behind NAT) this FullVR is the queue-VR for: packets for them are relayed. */
   readonly relayFor = new Set<number>();
+  /** Session index -> VR id, for sessions with peer FullVRs. */
+  readonly sessionVr = new Int32Array(65536);
+  /** Set on a limited-VR: VRs it has no session with are reached through this queue-VR. */
+  queueVr = 0;
   relayed = 0;
   readonly drops = new Float64Array(ROUTE_DROP_REASONS.length);
   /** Indices (into the current batch) of control messages and unknown-session drops. */
@@ -125,9 +129,11 @@ export class FullvrDatapath {
     }
     const vr = t.gndtLookupDst(net, buf, off);
     if (kind === SessionKind.VR) {
-      // From a VR a packet must end here (≤ 2 VRs), unless we are the queue-VR of the
-      // limited-VR that owns the destination: then one more hop, over the session it opened.
-      if (vr < 0 || !this.relayFor.has(vr)) return this.drop(meta, b, D.NOT_MEMBER);
+      // From a VR a packet must end here (≤ 2 VRs), unless we are the queue-VR of a
+      // limited-VR on either end: then one more hop, to it or on its behalf.
+      if (vr < 0 || vr === this.selfId || (!this.relayFor.has(vr) && !this.relayFor.has(this.sessionVr[session]))) {
+        return this.drop(meta, b, D.NOT_MEMBER);
+      }
       const s = this.vrSession.get(vr);
       if (s === undefined) return this.drop(meta, b, D.VR_UNREACHABLE);
       meta[b + M.ACTION] = s;
@@ -137,7 +143,8 @@ export class FullvrDatapath {
     }
     if (vr < 0) return this.drop(meta, b, D.NO_ROUTE);
     if (vr === this.selfId) return this.drop(meta, b, D.NOT_MEMBER);
-    const s = this.vrSession.get(vr);
+    // A limited-VR without a direct session to that VR sends through its queue-VR.
+    const s = this.vrSession.get(vr) ?? (this.queueVr ? this.vrSession.get(this.queueVr) : undefined);
     if (s === undefined) return this.drop(meta, b, D.VR_UNREACHABLE);
     meta[b + M.ACTION] = s;
     meta[b + M.OUTNET] = net;

@@ -34,6 +34,7 @@ import { Peers } from './peers.js';
 import { FullvrTokens, type TokenVerifier } from './tokens.js';
 import { MemberTickets } from './tickets.js';
 import { startHeartbeats } from './heartbeat.js';
+import { startTcpAcceptor, startTcpConnector } from './tcp-fallback.js';
 import { subscribeTables } from './table-subscription.js';
 import { verifyTables, type TablesBody } from '../shared/signed-tables.js';
 import { parseFullvrConfig } from './config.js';
@@ -72,6 +73,7 @@ export class FullVR {
   private stopTables: (() => void) | null = null;
   private stopped = false;
   private stopHeartbeats: (() => void) | null = null;
+  private cleanups: Array<() => void> = [];
   private started = false;
 
   constructor(
@@ -152,6 +154,7 @@ export class FullVR {
       }),
     );
     for (const id of this.peers.limitedPeers()) this.datapath.relayFor.add(id);
+    if (this.cfg.queueVr) this.datapath.queueVr = this.cfg.queueVr.id;
     const dp = this.datapath;
     this.engine.onUdpReadable(
       makePump(this.udpBatch, {
@@ -179,6 +182,7 @@ export class FullVR {
       }
     }
     this.peers.startAll();
+    await this.startTcpFallback(listen);
     const ka = this.cfg.keepaliveSeconds * 1000;
     this.timers.push(setInterval(() => this.peers.tick(), ka));
     this.timers.push(setInterval(() => this.expireMembers(), Math.min(ka, 10_000)));
@@ -219,6 +223,37 @@ export class FullVR {
     });
   }
 
+  /**
+   * Queue-VR: accept limited-VRs over TCP on our port, for networks that block UDP.
+   * Limited-VR: if no UDP session with the queue-VR comes up in time, carry it over TCP.
+   */
+  private async startTcpFallback(listen: { host: string; port: number }): Promise<void> {
+    if (this.peers.limitedPeers().length) {
+      try {
+        this.cleanups.push(await startTcpAcceptor(listen));
+      } catch (e) {
+        log.warn('tcp fallback for limited-VRs unavailable', { error: (e as Error).message });
+      }
+    }
+    const q = this.cfg.queueVr;
+    const peer = q ? this.cfg.peers.find((p) => p.id === q.id) : undefined;
+    if (!q || !peer?.endpoint) return;
+    const t = setTimeout(async () => {
+      if (this.stopped || this.peers.isUp(q.id)) return;
+      const ep = parseEndpoint(peer.endpoint!);
+      log.warn('no UDP session with the queue-VR, falling back to TCP', { queueVr: q.id, endpoint: peer.endpoint, afterSeconds: q.tcpFallbackSeconds });
+      try {
+        const c = await startTcpConnector({ host: ep.host, port: ep.port }, listen);
+        this.cleanups.push(c.stop);
+        this.peers.redirect(q.id, c.endpoint.host, c.endpoint.port);
+      } catch (e) {
+        log.error('tcp fallback failed', { error: (e as Error).message });
+      }
+    }, q.tcpFallbackSeconds * 1000);
+    t.unref();
+    this.timers.push(t);
+  }
+
   private setupLan(dev: string): void {
     this.net.linkUp(dev, this.mtu);
     // Everything a LAN host may reach across the overlay: other sites of networks this LAN is in.
@@ -239,6 +274,7 @@ export class FullVR {
     for (const t of this.timers) clearInterval(t);
     this.stopHeartbeats?.();
     this.stopTables?.();
+    for (const c of this.cleanups) c();
     this.peers?.stopAll();
     this.statusServer?.close();
     this.engine?.close();

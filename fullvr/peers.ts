@@ -137,6 +137,7 @@ export class Peers {
       rxKey: s.rxKey,
     });
     this.datapath.sessionKind[s.index] = SessionKind.VR;
+    this.datapath.sessionVr[s.index] = st.cfg.id;
     this.sessionPeer.set(s.index, st.cfg.id);
     st.remoteIndex.set(s.index, s.remoteIndex);
     if (st.oldest) this.dropSession(st, st.oldest);
@@ -195,6 +196,22 @@ export class Peers {
         this.rehandshake(st, 'silent');
       }
     }
+  }
+
+  /** Whether we have a session with that peer. */
+  isUp(id: number): boolean {
+    return !!this.peers.get(id)?.current;
+  }
+
+  /** Reach a peer at another endpoint from now on (TCP fallback's loopback relay) and handshake. */
+  redirect(id: number, host: string, port: number): void {
+    const st = this.peers.get(id);
+    if (!st) return;
+    st.cfg = { ...st.cfg, host, port };
+    st.initiator.stop();
+    st.initiator.setEndpoint(host, port);
+    st.lastRehandshake = 0;
+    st.initiator.start();
   }
 
   /** Limited peers (limited-VRs) that depend on us as queue-VR. */

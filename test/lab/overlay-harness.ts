@@ -103,6 +103,7 @@ export class Overlay {
       tokens: nets.map((n) => ({ token: n.token, network: n.id })),
       ...(this.opts.authority ? { authority: this.opts.authority } : {}),
       ...(this.opts.placement?.[f.site] ? { provider: this.opts.placement[f.site][0], region: this.opts.placement[f.site][1] } : {}),
+      ...(this.opts.limited?.[f.site] ? { queueVr: { id: this.fullvrs.get(this.opts.limited[f.site])!.id, tcpFallbackSeconds: 2 } } : {}),
     };
   }
 

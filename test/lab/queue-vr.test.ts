@@ -62,7 +62,9 @@ describe.skipIf(!support.ok)('queue-VR relay for a FullVR behind NAT', () => {
 
   it('traffic to and from the limited site works both ways, relayed by the queue-VR', async () => {
     const before = (await ov.fullvrStatus('a')).counters;
-    expect((await lab.ping('b1', '10.3.0.11', { count: 3 })).ok).toBe(true);
+    const p1 = await lab.ping('b1', '10.3.0.11', { count: 3 });
+    if (!p1.ok) for (const x of ['a', 'b', 'c']) { const st = await ov.fullvrStatus(x); console.log('DBG', x, p1.output.split('\n').slice(-3).join(' '), JSON.stringify({ d: st.drops, e: st.engine, c: st.counters, p: st.peers })); }
+    expect(p1.ok).toBe(true);
     expect((await lab.ping('c1', '10.2.0.11', { count: 3 })).ok).toBe(true);
     expect((await lab.ping('a1', '10.3.0.11', { count: 3 })).ok).toBe(true);
     expect((await lab.ping('c1', '10.1.0.11', { count: 3 })).ok).toBe(true);
@@ -78,4 +80,65 @@ describe.skipIf(!support.ok)('queue-VR relay for a FullVR behind NAT', () => {
     expect(JSON.parse(r.stdout).end.sum_received.bytes).toBeGreaterThan(100_000);
     await srv.exited;
   }, 30_000);
+});
+
+describe.skipIf(!support.ok)('queue-VR over TCP when the limited site blocks UDP', () => {
+  let lab: Lab;
+  let ov: Overlay;
+
+  beforeAll(async () => {
+    lab = await createLab({
+      sites: [
+        { name: 'a', kind: 'cloud', publicPrefix: '198.51.100.0/25', subnet: '10.1.0.0/24', vms: ['a1'] },
+        { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: ['b1'] },
+        { name: 'c', kind: 'cloud', publicPrefix: '192.0.2.0/25', subnet: '10.3.0.0/24', vms: ['c1'], fullvrBehindNat: true },
+      ],
+    });
+    // Site c's firewall lets no UDP out to the internet (TCP still passes).
+    await lab.exec('c-rt', ['nft', '-f', '-'], {
+      input: 'table inet tvblock {\n  chain blockudp {\n    type filter hook forward priority -10;\n    oifname "wan" meta l4proto udp counter drop\n  }\n}\n',
+    });
+    ov = new Overlay(
+      lab,
+      [
+        {
+          id: 1,
+          name: 'blue',
+          mode: 'physical',
+          sites: [
+            { site: 'a', subnet: '10.1.0.0/24' },
+            { site: 'b', subnet: '10.2.0.0/24' },
+            { site: 'c', subnet: '10.3.0.0/24' },
+          ],
+          token: 'blue-token-0123456789abcdef',
+        },
+      ],
+      ['a', 'b', 'c'],
+      { limited: { c: 'a' } },
+    );
+    await ov.startAllFullvrs();
+    await ov.fullvrs.get('c')!.proc!.waitForLog(/falling back to TCP/, 10_000);
+    await waitFor(async () => (await ov.fullvrStatus('c')).peers.some((p: any) => p.id === 1 && p.session > 0), 15_000);
+    await Promise.all([ov.startTinyvr('a1', 'a', 1), ov.startTinyvr('b1', 'b', 1), ov.startTinyvr('c1', 'c', 1)]);
+  }, 90_000);
+
+  afterAll(async () => {
+    await ov?.stop();
+    await lab?.cleanup();
+  });
+
+  it('UDP from the site is really blocked', async () => {
+    const out = (await lab.exec('c-rt', ['nft', 'list', 'table', 'inet', 'tvblock'])).stdout;
+    expect(Number(/counter packets (\d+)/.exec(out)?.[1] ?? 0)).toBeGreaterThan(0);
+  });
+
+  it('traffic to and from the limited site works both ways over the TCP channel', async () => {
+    expect((await lab.ping('b1', '10.3.0.11', { count: 3 })).ok).toBe(true);
+    expect((await lab.ping('c1', '10.2.0.11', { count: 3 })).ok).toBe(true);
+    expect((await lab.ping('a1', '10.3.0.11', { count: 3 })).ok).toBe(true);
+    expect((await lab.ping('c1', '10.1.0.11', { count: 3 })).ok).toBe(true);
+    // The limited FullVR reaches its queue-VR through the loopback end of the TCP relay.
+    const q = (await ov.fullvrStatus('c')).peers.find((p: any) => p.id === 1);
+    expect(q.endpoint).toMatch(/^127\.0\.0\.1:/);
+  });
 });
