@@ -22,6 +22,8 @@ export interface Member {
 }
 
 export interface JoinRequest {
+  /** A TinyVR whose primary FullVR stopped answering: it keeps its address (another site's). */
+  failover?: unknown;
   token?: unknown;
   ticket?: unknown;
   addrs?: unknown;
@@ -91,17 +93,44 @@ export class Members {
       if ('error' in g) return g;
       grant = g;
     }
-    const r = this.place(grant.network, addrs, req.want);
+    const r = this.place(grant.network, addrs, req.want, req.failover === true);
     if ('error' in r) return r;
     r.answer.ticket = this.tickets.issue(r.answer.network, r.physical);
     return { ...r, grant };
   }
 
-  private place(network: number, addrs: string[], want: unknown): { answer: JoinAnswer; physical: string } | { error: string; reason: string } {
+  private place(
+    network: number,
+    addrs: string[],
+    want: unknown,
+    failover = false,
+  ): { answer: JoinAnswer; physical: string } | { error: string; reason: string } {
     const grant = { network };
     const net = this.networks.get(grant.network);
     if (!net) return { error: `network ${grant.network} is not served by this FullVR`, reason: 'wrong_network' };
-    const mine = net.sites.filter((s) => s.vr === this.selfId);
+    let mine = net.sites.filter((s) => s.vr === this.selfId);
+    // Failover (physical mode): we stand in for the member's own FullVR, so the member keeps its
+    // address from that site; it gets routes to every other site of the network, ours included.
+    if (failover && net.mode === 'physical' && !addrs.some((a) => mine.some((s) => safeContains(s.subnet, a)))) {
+      const home = net.sites.filter((s) => addrs.some((a) => safeContains(s.subnet, a)));
+      if (home.length) {
+        const physical = addrs.find((a) => home.some((s) => safeContains(s.subnet, a)))!;
+        return {
+          physical,
+          answer: {
+            network: net.id,
+            networkName: net.name ?? String(net.id),
+            mode: 'physical',
+            address: physical,
+            addresses: [physical, ...addrs.filter((a) => a !== physical && home.some((s) => safeContains(s.subnet, a)))],
+            prefixlen: parseCidr(home[0].subnet).bits,
+            routes: net.sites.filter((s) => !home.includes(s)).map((s) => s.subnet),
+            mtu: this.mtu,
+          },
+        };
+      }
+    }
+    mine = net.sites.filter((s) => s.vr === this.selfId);
     // Physical mode: the member's own address is its overlay identity, so it must lie in a
     // subnet this VR serves. Virtual mode: any address; it only keys the sticky allocation.
     const physical =

@@ -35,6 +35,9 @@ export const TINYVR_FLAG_OPTIONS = {
   control: { type: 'string' },
   keepalive: { type: 'string' },
   'join-timeout': { type: 'string' },
+  secondary: { type: 'string' },
+  'secondary-key': { type: 'string' },
+  'secondary-token': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export type TinyvrFlags = { [K in keyof typeof TINYVR_FLAG_OPTIONS]?: string };
@@ -59,6 +62,10 @@ export function applyTinyvrFlags(raw: Record<string, unknown>, o: TinyvrFlags): 
     control: o.control,
     keepaliveSeconds: num(o.keepalive, 'keepalive'),
     joinTimeoutSeconds: num(o['join-timeout'], 'join-timeout'),
+    secondary:
+      o.secondary || o['secondary-key']
+        ? { fullvr: o.secondary, fullvrKey: o['secondary-key'], ...(o['secondary-token'] ? { token: o['secondary-token'] } : {}) }
+        : undefined,
   };
   for (const [k, v] of Object.entries(flags)) if (v !== undefined) raw[k] = v;
   return raw;

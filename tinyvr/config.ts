@@ -12,6 +12,16 @@ export const TinyvrConfigSchema = z.strictObject({
   token: zToken,
   // local TUN device
   tun: z.strictObject({ name: zIfName.default('tvn0') }).default({ name: 'tvn0' }),
+  // a second FullVR to move to when the first stops answering (within 5 s); the TinyVR keeps
+  // its overlay address, so TCP connections crossing the overlay survive the move
+  secondary: z
+    .strictObject({
+      fullvr: zEndpoint(false),
+      fullvrKey: zKey32,
+      // token for the secondary (default: the same token)
+      token: zToken.optional(),
+    })
+    .optional(),
   // keepalive interval in seconds (1..25: keeps NAT mappings alive, most expire after 30 s)
   keepaliveSeconds: zKeepalive.default(10),
   // optional path where the TinyVR writes its state as JSON ({"state": "joined", "address": ...}),

@@ -50,6 +50,11 @@ interface JoinState {
 export class TinyVR {
   private engine!: PacketEngine;
   private initiator!: Initiator;
+  /** Failover target, if configured; `onSecondary` says which FullVR the session is with. */
+  private secondaryInitiator: Initiator | null = null;
+  private secondaryHost = '';
+  private secondaryPort = 0;
+  private onSecondary = false;
   private indices = new SessionIndexAllocator();
   private net = new NetChanges();
   private tunName = '';
@@ -69,7 +74,7 @@ export class TinyVR {
   private statusServer: Server | null = null;
   private joinedAtMono = 0;
   private stopped = false;
-  private counters = { joins: 0, rejoins: 0, not_for_me: 0, routes_refused: 0 };
+  private counters = { joins: 0, rejoins: 0, failovers: 0, not_for_me: 0, routes_refused: 0 };
   private physicalAddrs: string[] = [];
   private ticket: string | undefined;
   private firstJoin: { resolve: () => void; reject: (e: Error) => void } | null = null;
@@ -140,10 +145,33 @@ export class TinyVR {
       host: this.fullvrHost,
       port: this.fullvrPort,
       payload: () => ({ kind: 'tinyvr', token: this.cfg.token, ticket: this.ticket, addrs: this.physicalAddrs, want: this.join?.address }),
-      onEstablished: (s) => this.onJoined(s),
+      onEstablished: (s) => this.onJoined(s, false),
       onRefused: (reason) => this.onRefused(reason),
       maxRetryMs: 2000,
     });
+    if (this.cfg.secondary) {
+      const sec = parseEndpoint(this.cfg.secondary.fullvr);
+      try {
+        this.secondaryHost = (await lookup(sec.host)).address;
+      } catch {
+        this.stop();
+        throw new UserError(`cannot resolve secondary FullVR host "${sec.host}"`);
+      }
+      this.secondaryPort = sec.port;
+      this.secondaryInitiator = new Initiator({
+        engine: this.engine,
+        indices: this.indices,
+        responderPublic: loadPublicKey(this.cfg.secondary.fullvrKey),
+        senderId: 0,
+        host: this.secondaryHost,
+        port: this.secondaryPort,
+        payload: () => ({ kind: 'tinyvr', failover: true, token: this.cfg.secondary?.token ?? this.cfg.token, addrs: this.physicalAddrs }),
+        onEstablished: (s) => this.onJoined(s, true),
+        onRefused: (reason) => log.error('secondary FullVR refused the failover', { fullvr: this.cfg.secondary?.fullvr, reason }),
+        maxRetryMs: 1000,
+        firstRetryMs: 300,
+      });
+    }
     this.writeStatus('joining');
     const joined = new Promise<void>((resolve, reject) => (this.firstJoin = { resolve, reject }));
     const timeout = setTimeout(
@@ -172,7 +200,9 @@ export class TinyVR {
       }
     }
     const ka = this.cfg.keepaliveSeconds * 1000;
-    this.timers.push(setInterval(() => this.tick(), Math.min(ka, 1000 * Math.max(1, this.join?.keepaliveSeconds ?? 10))));
+    // With a secondary, probe every second so a dead FullVR is noticed in 3 s.
+    const every = this.secondaryInitiator ? 1000 : Math.min(ka, 1000 * Math.max(1, this.join?.keepaliveSeconds ?? 10));
+    this.timers.push(setInterval(() => this.tick(), every));
   }
 
   private onRefused(reason: string): void {
@@ -185,13 +215,14 @@ export class TinyVR {
     log.error('rejoin refused', { fullvr: this.cfg.fullvr, reason });
   }
 
-  private onJoined(s: Established): void {
+  private onJoined(s: Established, secondary: boolean): void {
     const p = s.payload as unknown as JoinState;
     const rejoin = this.join !== null;
+    const moved = rejoin && secondary !== this.onSecondary;
     try {
       this.engine.setSession(s.index, {
-        peerHost: this.fullvrHost,
-        peerPort: this.fullvrPort,
+        peerHost: secondary ? this.secondaryHost : this.fullvrHost,
+        peerPort: secondary ? this.secondaryPort : this.fullvrPort,
         remoteIndex: s.remoteIndex,
         senderId: p.memberId,
         mode: authModeOf(p.auth),
@@ -214,6 +245,12 @@ export class TinyVR {
       this.indices.release(old);
     }
     this.join = p;
+    this.onSecondary = secondary;
+    if (moved) {
+      this.counters.failovers++;
+      log.warn('failover', { to: secondary ? this.cfg.secondary?.fullvr : this.cfg.fullvr, address: p.address });
+    }
+    (secondary ? this.initiator : this.secondaryInitiator)?.stop();
     this.joinedAtMono = monotonicMs();
     if (typeof p.ticket === 'string') this.saveTicket(p.ticket);
     if (rejoin) this.counters.rejoins++;
@@ -315,13 +352,15 @@ export class TinyVR {
       const off = i * SLOT_SIZE + batch.meta[b + M.OFF];
       const msg = Buffer.from(batch.buf.subarray(off, off + batch.meta[b + M.LEN]));
       const type = batch.meta[b + M.TYPE];
-      if (type === MsgType.RESP) this.initiator.handleResp(msg.readUInt32BE(4), msg);
+      if (type === MsgType.RESP) {
+        if (!this.initiator.handleResp(msg.readUInt32BE(4), msg)) this.secondaryInitiator?.handleResp(msg.readUInt32BE(4), msg);
+      }
       else if (type === MsgType.ERROR) {
         try {
           const e = decodeError(msg);
           if (this.session && e.receiverIndex === this.remoteIndex) {
             log.info('fullvr lost our session (restarted?), rejoining');
-            this.initiator.start();
+            this.current().start();
           }
         } catch {
           /* malformed */
@@ -330,14 +369,30 @@ export class TinyVR {
     }
   }
 
+  /** The initiator of the FullVR we are (or were last) joined to. */
+  private current(): Initiator {
+    return this.onSecondary && this.secondaryInitiator ? this.secondaryInitiator : this.initiator;
+  }
+
   private tick(): void {
     if (!this.session) return;
     this.engine.sendKeepalive(this.session);
     const ka = (this.join?.keepaliveSeconds ?? this.cfg.keepaliveSeconds) * 1000;
     const info = this.engine.sessionInfo(this.session);
     const last = Math.max(info?.lastRxMs ?? 0, this.joinedAtMono);
-    if (monotonicMs() - last > 3 * Math.min(ka, this.cfg.keepaliveSeconds * 1000) && !this.initiator.active) {
-      log.warn('fullvr silent, rejoining', { fullvr: this.cfg.fullvr, silentMs: monotonicMs() - last });
+    const silent = monotonicMs() - last;
+    if (this.secondaryInitiator) {
+      // Failover: after 3 s of silence try the other FullVR (and keep alternating until one answers).
+      if (silent > 3000 && !this.initiator.active && !this.secondaryInitiator.active) {
+        const next = this.onSecondary ? this.initiator : this.secondaryInitiator;
+        log.warn('fullvr silent, failing over', { from: this.onSecondary ? this.cfg.secondary?.fullvr : this.cfg.fullvr, silentMs: Math.round(silent) });
+        this.writeStatus('failing over');
+        next.start();
+      }
+      return;
+    }
+    if (silent > 3 * Math.min(ka, this.cfg.keepaliveSeconds * 1000) && !this.initiator.active) {
+      log.warn('fullvr silent, rejoining', { fullvr: this.cfg.fullvr, silentMs: Math.round(silent) });
       this.writeStatus('rejoining');
       this.initiator.start();
     }
@@ -375,6 +430,7 @@ export class TinyVR {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.initiator?.stop();
+    this.secondaryInitiator?.stop();
     this.statusServer?.close();
     this.engine?.close(); // closing the TUN fd removes the device and every route through it
     for (const e of this.net.rollback()) log.warn('cleanup', { error: e });
@@ -387,7 +443,8 @@ export class TinyVR {
     return {
       role: 'tinyvr',
       state: this.join ? 'joined' : 'joining',
-      fullvr: this.cfg.fullvr,
+      fullvr: this.onSecondary ? this.cfg.secondary?.fullvr : this.cfg.fullvr,
+      onSecondary: this.onSecondary,
       tun: this.tunName,
       join: this.join ? { ...this.join, ticket: undefined } : null,
       routes: [...this.installedRoutes],
