@@ -118,8 +118,18 @@ export function createApp(d: AppDeps): express.Express {
     const f = choice.fullvr;
     const { token } = issueToken(d.signingKey, { network, fullvr: f.id, ttlSeconds: d.cfg.tokenTtlSeconds, singleUse: d.cfg.singleUseTokens });
     if (pending.size >= MAX_PENDING_DOWNLOADS) return refusal(res, 503, 'too many joins in progress, retry in a minute');
+    // The next best healthy FullVR is the TinyVR's secondary: it fails over there (own token).
+    const second = chooseFullvr(d.registry, { ip, provider: where.provider, region: where.region, network, pins: [], exclude: f.id });
+    const secondary =
+      'error' in second
+        ? undefined
+        : {
+            fullvr: second.fullvr.endpoint,
+            fullvrKey: second.fullvr.publicKey,
+            token: issueToken(d.signingKey, { network, fullvr: second.fullvr.id, ttlSeconds: 30 * 86400, singleUse: false }).token,
+          };
     const id = randomBytes(18).toString('base64url');
-    pending.set(id, { config: { fullvr: f.endpoint, fullvrKey: f.publicKey, token }, expires: Date.now() + DOWNLOAD_TTL_MS, left: 3 });
+    pending.set(id, { config: { fullvr: f.endpoint, fullvrKey: f.publicKey, token, ...(secondary ? { secondary } : {}) }, expires: Date.now() + DOWNLOAD_TTL_MS, left: 3 });
     const script = renderJoinScript({ ...base, fullvr: { id: f.id, endpoint: f.endpoint, why: choice.why }, network, bundleUrl: `${serverUrl}/tinyvr/${id}.mjs` });
     res.setHeader('X-TinyViNe-FullVR', `${f.id} ${f.endpoint}; reason="${choice.why}"`);
     res.setHeader('Cache-Control', 'no-store');
@@ -167,7 +177,10 @@ export function createApp(d: AppDeps): express.Express {
     const members = num(b?.members);
     const load = num(b?.load);
     if (!Number.isInteger(id) || members === null || load === null) return void res.status(400).json({ error: 'heartbeat needs {members: number, load: number}' });
-    if (!d.registry.heartbeat(id, { members, load, peersUp: num(b.peersUp) ?? 0 })) return void res.status(404).json({ error: `unknown FullVR ${id}` });
+    const peers = Array.isArray(b.peers)
+      ? (b.peers as unknown[]).slice(0, 1000).filter((p) => typeof p === 'object' && p !== null && Number.isInteger((p as any).id))
+      : undefined;
+    if (!d.registry.heartbeat(id, { members, load, peersUp: num(b.peersUp) ?? 0, peers })) return void res.status(404).json({ error: `unknown FullVR ${id}` });
     if (Array.isArray(b.memberList) && d.onMembers) {
       const list = (b.memberList as unknown[])
         .filter((m): m is { network: number; address: string } => typeof (m as any)?.network === 'number' && typeof (m as any)?.address === 'string')

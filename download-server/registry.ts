@@ -17,6 +17,8 @@ export interface FullvrHealth {
   members: number;
   load: number;
   peersUp: number;
+  /** Per-peer link metrics as the FullVR measured them. */
+  peers?: unknown[];
 }
 
 export class FullvrRegistry {
@@ -43,7 +45,7 @@ export class FullvrRegistry {
     this.entries.set(e.id, e);
   }
 
-  heartbeat(id: number, h: { members: number; load: number; peersUp: number }): boolean {
+  heartbeat(id: number, h: { members: number; load: number; peersUp: number; peers?: unknown[] }): boolean {
     if (!this.entries.has(id)) return false;
     this.health.set(id, { ...h, lastHeartbeatMono: monotonicMs() });
     return true;
@@ -96,6 +98,7 @@ export class FullvrRegistry {
         lastHeartbeatAgoMs: h ? Math.round(now - h.lastHeartbeatMono) : null,
         members: h?.members ?? null,
         load: h?.load ?? null,
+        peers: h?.peers ?? null,
       };
     });
   }

@@ -18,9 +18,9 @@ export interface Choice {
 
 export function chooseFullvr(
   registry: FullvrRegistry,
-  o: { ip: string; provider: string; region: string | null; network: number; pins: Pin[] },
+  o: { ip: string; provider: string; region: string | null; network: number; pins: Pin[]; exclude?: number },
 ): Choice | { error: string } {
-  const serving = registry.all().filter((f) => f.networks.includes(o.network));
+  const serving = registry.all().filter((f) => f.networks.includes(o.network) && f.id !== o.exclude);
   const healthy = serving.filter((f) => registry.isHealthy(f.id));
   for (const p of o.pins) {
     if (p.provider && p.provider !== o.provider) continue;

@@ -33,7 +33,7 @@ import { Members } from './members.js';
 import { Peers } from './peers.js';
 import { FullvrTokens, type TokenVerifier } from './tokens.js';
 import { MemberTickets } from './tickets.js';
-import { startHeartbeats } from './heartbeat.js';
+import { startHeartbeats, type HeartbeatBody } from './heartbeat.js';
 import { startTcpAcceptor, startTcpConnector } from './tcp-fallback.js';
 import { subscribeTables } from './table-subscription.js';
 import { verifyTables, type TablesBody } from '../shared/signed-tables.js';
@@ -492,12 +492,13 @@ export class FullVR {
   }
 
   /** Health and load as reported to the authority. */
-  heartbeat(): { members: number; load: number; peersUp: number; memberList: Array<{ network: number; address: string }> } {
-    const peers = this.peers?.status() ?? [];
+  heartbeat(): HeartbeatBody {
+    const peers = this.peers?.metrics() ?? [];
     return {
       members: this.members.size,
       load: this.members.size,
-      peersUp: peers.filter((p: any) => p.up).length,
+      peersUp: peers.filter((p) => p.up).length,
+      peers,
       memberList: this.members.list().map((m) => ({ network: m.network, address: m.address })),
     };
   }

@@ -8,6 +8,8 @@ export interface HeartbeatBody {
   peersUp: number;
   /** The members themselves, so the authority knows its hosts. */
   memberList?: Array<{ network: number; address: string }>;
+  /** Per-peer links: handshake RTT, throughput from real traffic since the last heartbeat. */
+  peers?: Array<{ id: number; up: boolean; rttMs: number | null; rxBps: number; txBps: number }>;
 }
 
 export function startHeartbeats(o: { url: string; apiToken?: string; id: number; everyMs: number; body: () => HeartbeatBody }): () => void {

@@ -28,6 +28,10 @@ interface PeerState {
   remoteIndex: Map<number, number>; // our session -> their index (to match ERROR messages)
   upSince: number;
   installedMono: number;
+  /** Handshake round trip (ms), measured when we initiated. */
+  rttMs: number | null;
+  /** Byte counters at the last metrics() call, for throughput. */
+  lastBytes: { at: number; rx: number; tx: number } | null;
   lastRehandshake: number;
 }
 
@@ -81,6 +85,8 @@ export class Peers {
         remoteIndex: new Map(),
         upSince: 0,
         installedMono: 0,
+        rttMs: null,
+        lastBytes: null,
         lastRehandshake: 0,
         initiator: new Initiator({
           engine: this.engine,
@@ -145,6 +151,7 @@ export class Peers {
     st.previous = st.current;
     st.current = s.index;
     st.installedMono = monotonicMs();
+    if (s.rttMs !== undefined) st.rttMs = s.rttMs;
     st.initiator.stop();
     if (!st.upSince) st.upSince = Date.now();
     this.datapath.vrSession.set(st.cfg.id, s.index);
@@ -219,6 +226,26 @@ export class Peers {
     return [...this.peers.values()].filter((p) => p.cfg.limited).map((p) => p.cfg.id);
   }
 
+  /**
+   * Per-peer link metrics for the authority: handshake RTT and throughput measured from the
+   * real traffic (session byte counters) since the previous call.
+   */
+  metrics(): Array<{ id: number; up: boolean; rttMs: number | null; rxBps: number; txBps: number }> {
+    const now = monotonicMs();
+    return [...this.peers.values()].map((st) => {
+      const info = st.current ? this.engine.sessionInfo(st.current) : null;
+      let rxBps = 0;
+      let txBps = 0;
+      if (info && st.lastBytes && now > st.lastBytes.at) {
+        const dt = (now - st.lastBytes.at) / 1000;
+        rxBps = Math.max(0, Math.round(((info.rxBytes - st.lastBytes.rx) * 8) / dt));
+        txBps = Math.max(0, Math.round(((info.txBytes - st.lastBytes.tx) * 8) / dt));
+      }
+      st.lastBytes = info ? { at: now, rx: info.rxBytes, tx: info.txBytes } : null;
+      return { id: st.cfg.id, up: !!info && now - info.lastRxMs <= 3 * this.keepaliveMs, rttMs: st.rttMs, rxBps, txBps };
+    });
+  }
+
   status(): unknown[] {
     const now = monotonicMs();
     return [...this.peers.values()].map((st) => {
@@ -230,6 +257,7 @@ export class Peers {
         up: !!st.current && !!info && now - info.lastRxMs <= 3 * this.keepaliveMs,
         session: st.current,
         lastRxAgoMs: info ? now - info.lastRxMs : null,
+        rttMs: st.rttMs,
         rxPackets: info?.rxPackets ?? 0,
         txPackets: info?.txPackets ?? 0,
       };

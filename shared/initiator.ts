@@ -12,6 +12,8 @@ export interface Established {
   txKey: Buffer;
   rxKey: Buffer;
   payload: Record<string, unknown>;
+  /** INIT→RESP round trip of the attempt that succeeded (ms); absent on the responder side. */
+  rttMs?: number;
 }
 
 export interface InitiatorOptions {
@@ -127,6 +129,7 @@ export class Initiator {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.o.onEstablished({
+      rttMs: Date.now() - p.sentAt,
       index: receiverIndex,
       remoteIndex: r.remoteIndex,
       remoteSenderId: r.senderId,

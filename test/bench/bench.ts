@@ -1,13 +1,16 @@
 // TinyViNe-TS benchmark (not a test):
-//  - tcp: TCP throughput and RTT from VM a1 to VM b1 across two NATed cloud sites, over the
-//    overlay (every auth mode), plain kernel forwarding and OpenVPN, in one namespace lab;
+//  - tcp: data-plane speed from VM a1 to VM b1 across two NATed cloud sites, over the overlay
+//    (every auth mode), plain kernel forwarding, OpenVPN and tinc (both without crypto), in one
+//    namespace lab: TCP 1 stream, TCP 4 streams, UDP at a fixed 500 Mbit/s with loss, CPU of
+//    every forwarding process at a paced 1 Gbit/s TCP load, and ping RTT;
 //  - join (join-bench.ts): GET /join requests/s and latency of the download server, and the
 //    time from `curl ... /join | sh` to the first packet across the overlay.
 //
-//   npm run bench -- [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--keep-logs]
+//   npm run bench -- [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes]
+//                    [--no-p4] [--no-udp] [--no-1g] [--keep-logs]
 //
-// TCP paths are measured alternately (kernel, openvpn, overlay, overlay modes, kernel, ...)
-// and each reports the median of its rounds. Exits non-zero with a one-line message if
+// Within each kind of measurement the paths are measured alternately (kernel, openvpn, tinc,
+// overlay, overlay modes, kernel, ...) and each reports the median of its rounds. Exits non-zero with a one-line message if
 // any measurement failed (after printing what was measured). Everything (namespaces,
 // processes, temp files) is removed on success, failure and SIGINT/SIGTERM/SIGHUP.
 import { rmSync, writeFileSync } from 'node:fs';
@@ -17,15 +20,19 @@ import { createLab, labSupport, type Lab } from '../lab/topology.js';
 import { waitFor, type NetworkSpec } from '../lab/overlay-harness.js';
 import { BenchOverlay, findCli } from './bench-overlay.js';
 import { startOpenvpn, type OpenvpnTunnel } from './openvpn.js';
-import { cpuSampler, iperfTcp, median, pingRtt, round1, type TcpSample } from './measure.js';
+import { startTinc, type TincTunnel } from './tinc.js';
+import { iperfTcp, iperfUdp, median, pingRtt, round1, type CpuUsage, type TcpSample, type UdpSample } from './measure.js';
 import { runJoinBench, type JoinBenchResult } from './join-bench.js';
 
-const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--keep-logs] [--join-cpu-prof DIR]
-  --only WHAT   run only the TCP/RTT part (tcp) or only the join part (join); default both
+const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--no-p4] [--no-udp] [--no-1g] [--keep-logs] [--join-cpu-prof DIR]
+  --only WHAT   run only the data-plane part (tcp) or only the join part (join); default both
   --json FILE   also write the results as JSON to FILE
-  --seconds N   iperf3 duration per TCP sample, and GET /join load duration (default 10)
+  --seconds N   iperf3 duration per sample, and GET /join load duration (default 10)
   --rounds N    rounds of alternating samples per path; the median is reported (default 3)
   --no-modes    measure the overlay with auth hmac only (skip aes-gcm, chacha, none)
+  --no-p4       skip TCP with 4 parallel streams (kernel, openvpn, tinc, overlay)
+  --no-udp      skip UDP at a fixed offered 500 Mbit/s (kernel, openvpn, tinc, overlay)
+  --no-1g       skip the CPU measurement at a paced 1 Gbit/s TCP load (overlay, openvpn, tinc)
   --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN/server logs) after the run
   --join-cpu-prof DIR   run the GET /join load-test server with node --cpu-prof, profile into DIR`;
 
@@ -46,6 +53,9 @@ function parseCli() {
         seconds: { type: 'string' },
         rounds: { type: 'string' },
         'no-modes': { type: 'boolean' },
+        'no-p4': { type: 'boolean' },
+        'no-udp': { type: 'boolean' },
+        'no-1g': { type: 'boolean' },
         'keep-logs': { type: 'boolean' },
         only: { type: 'string' },
         'join-cpu-prof': { type: 'string' },
@@ -82,6 +92,9 @@ function parseCli() {
     seconds: int(v.seconds, 10, 'seconds', 120),
     rounds: int(v.rounds, 3, 'rounds', 9),
     modes: v['no-modes'] ? (['hmac'] as Mode[]) : MODES,
+    p4: v['no-p4'] !== true,
+    udp: v['no-udp'] !== true,
+    at1g: v['no-1g'] !== true,
     keepLogs: v['keep-logs'] === true,
   };
 }
@@ -114,12 +127,15 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 // results
 // ---------------------------------------------------------------------------
 
-interface PathResult {
+/** Samples of one path in one kind of measurement (one per round). */
+interface Series<T> {
   key: string;
-  label: string;
-  samples: TcpSample[];
-  cpu: Array<Record<string, number | null>>;
+  samples: T[];
   errors: string[];
+}
+
+interface PathResult extends Series<TcpSample> {
+  label: string;
   rttUs: number | null;
 }
 
@@ -140,13 +156,61 @@ function sh(cmd: string, args: string[]): string {
   }
 }
 
+const fmtCpu = (c: CpuUsage): string =>
+  Object.entries(c)
+    .map(([k, v]) => `${k}=${v ?? '-'}`)
+    .join(' ');
+
+/** Per-key median of the CPU figures of some samples (null if there are none). */
+function cpuMedianOf(samples: ReadonlyArray<{ cpu: CpuUsage }>): Record<string, number | null> | null {
+  if (samples.length === 0) return null;
+  const out: Record<string, number | null> = {};
+  for (const k of Object.keys(samples[0]!.cpu)) {
+    const m = median(samples.map((s) => s.cpu[k]).filter((x): x is number => typeof x === 'number'));
+    out[k] = m === null ? null : round1(m);
+  }
+  return out;
+}
+
+const medianOf = (xs: ReadonlyArray<number | null | undefined>): number | null => {
+  const m = median(xs.filter((x): x is number => typeof x === 'number'));
+  return m === null ? null : round1(m);
+};
+
+/** MTU of the device `node` routes `dst` through (null if it cannot be read). */
+async function routeMtu(lab: Lab, node: string, dst: string): Promise<number | null> {
+  const r = await lab.exec(node, ['ip', '-o', 'route', 'get', dst], { check: false });
+  const dev = / dev (\S+)/.exec(r.stdout)?.[1];
+  if (!dev) return null;
+  const l = await lab.exec(node, ['ip', '-o', 'link', 'show', 'dev', dev], { check: false });
+  const m = / mtu (\d+)/.exec(l.stdout);
+  return m ? Number(m[1]) : null;
+}
+
+/** Left-aligned text columns, right-aligned numeric ones (`right` lists their indexes). */
+function table(hdr: string[], rows: string[][], right: number[]): string[] {
+  const widths = hdr.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const fmt = (row: string[]) =>
+    row
+      .map((c, i) => (right.includes(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [fmt(hdr), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(fmt)];
+}
+
 // ---------------------------------------------------------------------------
-// tcp: throughput and RTT over the overlay, kernel forwarding and OpenVPN
+// tcp: the data plane — overlay, kernel forwarding, OpenVPN and tinc
 // ---------------------------------------------------------------------------
 
 type Options = ReturnType<typeof parseCli>;
 
-/** Table lines (after the common header) and JSON fields of the TCP part; null if it cannot run. */
+/** The iperf3 settings of the UDP and paced measurements. */
+const UDP_RATE = '500M';
+const UDP_LEN = 1400;
+const UDP_WINDOW = '4M';
+const PACED_RATE = '1G';
+
+/** Table lines (after the common header) and JSON fields of the data-plane part; null if it cannot run. */
 async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; json: Record<string, unknown> } | null> {
   const support = await labSupport(['ip', 'nft', 'ping', 'iperf3', 'curl', 'openvpn']);
   if (!support.ok) {
@@ -166,10 +230,15 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   });
   let ov: BenchOverlay | null = null;
   let vpn: OpenvpnTunnel | null = null;
+  let tinc: TincTunnel | null = null;
   const fvrB = lab.publicAddr('b', 'fvr');
   const results = new Map<string, PathResult>();
+  const p4 = new Map<string, Series<TcpSample>>();
+  const udp = new Map<string, Series<UdpSample>>();
+  const at1g = new Map<string, Series<TcpSample>>();
   const extra: Record<string, unknown> = {};
   const modeUp = new Map<Mode, boolean>();
+  const mtus: Record<string, number | null> = { kernel: null, overlay: null, openvpn: null, tinc: null };
 
   try {
     console.error(`bench: lab ${lab.prefix} built in ${Math.round(lab.buildMs)} ms; logs in ${lab.logsDir}`);
@@ -204,19 +273,39 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         if (p.received === 0) fail(`overlay ${mode}: connectivity ${vmsA[i]} -> ${vmsB[i]}`, new Error(`no ping reply\n${p.output}`));
         else modeUp.set(mode, true);
       }
+      if (modeUp.get('hmac')) mtus.overlay = await routeMtu(lab, vmsA[0]!, lab.addr(vmsB[0]!));
     } catch (e) {
       fail('overlay: start', e);
     }
+    // The reference tunnels get the overlay's TUN MTU, so that every tunnel carries the same
+    // inner packets (and a 1400-byte UDP datagram fits all of them unfragmented).
+    const refMtu = mtus.overlay ?? 1420;
 
     // --- openvpn: server in b-fvr on its public address, client in a1 (through NAT a)
     try {
-      vpn = await startOpenvpn(lab, { serverNode: 'b-fvr', serverAddr: fvrB, clientNode: 'a1', onDir: (d) => tempDirs.add(d) });
+      vpn = await startOpenvpn(lab, { serverNode: 'b-fvr', serverAddr: fvrB, clientNode: 'a1', mtu: refMtu, onDir: (d) => tempDirs.add(d) });
       const p = await lab.ping('a1', vpn.serverTunAddr, { count: 3, interval: 0.2, waitS: 2 });
       if (p.received === 0) throw new Error(`tunnel up but no ping reply over it\n${p.output}`);
+      mtus.openvpn = await routeMtu(lab, 'a1', vpn.serverTunAddr);
     } catch (e) {
       fail('openvpn: start', e);
       await vpn?.stop().catch(() => undefined);
       vpn = null;
+    }
+
+    // --- tinc 1.0: server in b-fvr on its public address, client in a1 (through NAT a) connecting to it
+    try {
+      const tincSupport = await labSupport(['tincd']);
+      if (!tincSupport.ok) throw new Error(tincSupport.reason);
+      tinc = await startTinc(lab, { serverNode: 'b-fvr', serverAddr: fvrB, clientNode: 'a1', mtu: refMtu, onDir: (d) => tempDirs.add(d) });
+      // the first packets trigger tinc's UDP key exchange; wait until one gets through
+      const t = tinc;
+      await waitFor(async () => (await lab.ping('a1', t.serverTunAddr, { count: 1, waitS: 1 })).received > 0, 15_000, 200);
+      mtus.tinc = await routeMtu(lab, 'a1', tinc.serverTunAddr);
+    } catch (e) {
+      fail('tinc: start', e);
+      await tinc?.stop().catch(() => undefined);
+      tinc = null;
     }
 
     // --- kernel reference: a1 -> FullVR b's public address (a1 -> NAT router a -> inet -> b-fvr)
@@ -227,6 +316,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         kernelOk = false;
         fail('kernel: connectivity a1 -> ' + fvrB, new Error(p.output));
       }
+      mtus.kernel = await routeMtu(lab, 'a1', fvrB);
     }
 
     // --- path table, in measuring order
@@ -240,6 +330,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       up: boolean;
       pids: () => Record<string, number | undefined>;
     }
+    const tincVersion = sh('tincd', ['--version']).split('\n')[0]?.replace(/ \(.*$/, '') ?? 'tinc';
     const paths: Path[] = [
       {
         key: 'kernel',
@@ -253,7 +344,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       },
       {
         key: 'openvpn',
-        label: `openvpn: a1 → 10.254.0.1 in b-fvr (OpenVPN 2.6 p2p UDP, no crypto, tun-mtu 1420, via NAT a)`,
+        label: `openvpn: a1 → 10.254.0.1 in b-fvr (OpenVPN 2.6 p2p UDP, no crypto, tun-mtu ${mtus.openvpn ?? refMtu}, 4 MB socket buffers, via NAT a)`,
         client: 'a1',
         server: 'b-fvr',
         addr: '10.254.0.1',
@@ -261,14 +352,24 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         up: vpn !== null,
         pids: () => ({ client: vpn?.client.pid, server: vpn?.server.pid }),
       },
+      {
+        key: 'tinc',
+        label: `tinc: a1 → 10.253.0.1 in b-fvr (${tincVersion}, router mode, UDP, Cipher none, Digest none, Compression 0, tun mtu ${mtus.tinc ?? refMtu}, 4 MB socket buffers, client ConnectTo server via NAT a)`,
+        client: 'a1',
+        server: 'b-fvr',
+        addr: '10.253.0.1',
+        port: 5203,
+        up: tinc !== null,
+        pids: () => ({ client: tinc?.client.pid, server: tinc?.server.pid }),
+      },
       ...opt.modes.map(
         (mode, i): Path => ({
           key: i === 0 ? 'overlay' : `overlay-${mode}`,
-          label: `overlay${i === 0 ? '' : ` ${mode}`}: ${vmsA[i]} → ${vmsB[i]} (TinyVR → FullVR a → FullVR b → TinyVR, auth ${mode})`,
+          label: `overlay${i === 0 ? '' : ` ${mode}`}: ${vmsA[i]} → ${vmsB[i]} (TinyVR → FullVR a → FullVR b → TinyVR, auth ${mode}${i === 0 && mtus.overlay ? `, TUN mtu ${mtus.overlay}` : ''})`,
           client: vmsA[i]!,
           server: vmsB[i]!,
           addr: lab.addr(vmsB[i]!),
-          port: 5203 + i,
+          port: 5204 + i,
           up: modeUp.get(mode) === true,
           pids: () => ({
             tinyvr_a: ov?.tinyvrs.get(vmsA[i]!)?.pid,
@@ -279,40 +380,94 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         }),
       ),
     ];
-    for (const p of paths) results.set(p.key, { key: p.key, label: p.label, samples: [], cpu: [], errors: [], rttUs: null });
+    for (const p of paths) results.set(p.key, { key: p.key, label: p.label, samples: [], errors: [], rttUs: null });
+    const refKeys = ['kernel', 'openvpn', 'tinc', 'overlay'];
+    const refPaths = paths.filter((p) => refKeys.includes(p.key));
 
-    // --- TCP rounds, alternating paths
-    for (let r = 1; r <= opt.rounds; r++) {
-      for (const p of paths) {
-        const res = results.get(p.key)!;
-        if (!p.up) {
-          res.errors.push('not up');
-          continue;
-        }
-        const cpu = cpuSampler(p.pids());
-        try {
-          const s = await iperfTcp(lab, p.client, p.server, p.addr, p.port, opt.seconds);
-          const c = cpu.stop();
-          res.samples.push(s);
-          res.cpu.push(c);
-          const mean = s.mbps;
-          const stalls = s.intervalsMbps.filter((x, k) => k < s.intervalsMbps.length - 1 && x < 0.1 * mean).length;
-          if (stalls > 0) problems.push(`${p.key} round ${r}: ${stalls} interval(s) below 10% of the mean (${s.intervalsMbps.join(', ')} Mbit/s)`);
-          console.error(
-            `bench: round ${r} ${p.key.padEnd(15)} ${s.mbps.toFixed(1).padStart(8)} Mbit/s  retr ${s.retransmits ?? '-'}` +
-              (Object.keys(c).length ? `  cpu% ${Object.entries(c).map(([k, v]) => `${k}=${v ?? '-'}`).join(' ')}` : ''),
-          );
-        } catch (e) {
-          res.errors.push(`round ${r}: ${(e as Error).message.split('\n')[0]}`);
-          fail(`${p.key} round ${r}`, e);
+    /** `rounds` rounds over `list`, alternating; each path's samples go to `into`. */
+    const runRounds = async <T extends { cpu: CpuUsage }>(
+      what: string,
+      list: Path[],
+      into: Map<string, Series<T>>,
+      measure: (p: Path) => Promise<T>,
+      describe: (s: T) => string,
+      check?: (p: Path, r: number, s: T) => void,
+    ): Promise<void> => {
+      for (const p of list) if (!into.has(p.key)) into.set(p.key, { key: p.key, samples: [], errors: [] });
+      for (let r = 1; r <= opt.rounds; r++) {
+        for (const p of list) {
+          const res = into.get(p.key)!;
+          if (!p.up) {
+            res.errors.push('not up');
+            continue;
+          }
+          try {
+            const s = await measure(p);
+            res.samples.push(s);
+            check?.(p, r, s);
+            console.error(`bench: ${what} round ${r} ${p.key.padEnd(15)} ${describe(s)}  cpu% ${fmtCpu(s.cpu)}`);
+          } catch (e) {
+            res.errors.push(`round ${r}: ${(e as Error).message.split('\n')[0]}`);
+            fail(`${what} ${p.key} round ${r}`, e);
+          }
         }
       }
+    };
+    const stallCheck = (what: string) => (p: Path, r: number, s: TcpSample) => {
+      const stalls = s.intervalsMbps.filter((x, k) => k < s.intervalsMbps.length - 1 && x < 0.1 * s.mbps).length;
+      if (stalls > 0) problems.push(`${what} ${p.key} round ${r}: ${stalls} interval(s) below 10% of the mean (${s.intervalsMbps.join(', ')} Mbit/s)`);
+    };
+    const tcpLine = (s: TcpSample) => `${s.mbps.toFixed(1).padStart(8)} Mbit/s  retr ${s.retransmits ?? '-'}`;
+
+    // --- 1: TCP, one stream, every path
+    await runRounds(
+      'tcp',
+      paths,
+      results as Map<string, Series<TcpSample>>,
+      (p) => iperfTcp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { cpuPids: p.pids() }),
+      tcpLine,
+      stallCheck('tcp'),
+    );
+
+    // --- 2: TCP, four streams
+    if (opt.p4) {
+      await runRounds(
+        'tcp-p4',
+        refPaths,
+        p4,
+        (p) => iperfTcp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { parallel: 4, cpuPids: p.pids() }),
+        tcpLine,
+        stallCheck('tcp-p4'),
+      );
+    }
+
+    // --- 3: UDP at a fixed offered rate
+    if (opt.udp) {
+      await runRounds(
+        'udp-500m',
+        refPaths,
+        udp,
+        (p) => iperfUdp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: UDP_RATE, length: UDP_LEN, window: UDP_WINDOW, cpuPids: p.pids() }),
+        (s) => `${s.rxMbps.toFixed(1).padStart(8)} Mbit/s received  loss ${s.lossPct.toFixed(2)}% (${s.lostPackets ?? '-'}/${s.packets ?? '-'})  sent ${s.txMbps?.toFixed(1) ?? '-'}`,
+      );
+    }
+
+    // --- 4: CPU at a paced 1 Gbit/s TCP load
+    if (opt.at1g) {
+      await runRounds(
+        'tcp-1g',
+        paths.filter((p) => ['overlay', 'openvpn', 'tinc'].includes(p.key)),
+        at1g,
+        (p) => iperfTcp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: PACED_RATE, cpuPids: p.pids() }),
+        tcpLine,
+      );
     }
 
     // --- RTT (no other traffic running)
     const rttTargets: Array<[string, string, string, boolean]> = [
       ['kernel', 'a1', fvrB, kernelOk],
       ['openvpn', 'a1', '10.254.0.1', vpn !== null],
+      ['tinc', 'a1', '10.253.0.1', tinc !== null],
       ...opt.modes.map((mode, i): [string, string, string, boolean] => [i === 0 ? 'overlay' : `overlay-${mode}`, vmsA[i]!, lab.addr(vmsB[i]!), modeUp.get(mode) === true]),
     ];
     for (const [key, from, to, up] of rttTargets) {
@@ -347,7 +502,12 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         if (errLines.length > 0) problems.push(`TinyVR ${vm} log: ${errLines.length} error/warn line(s), first: ${errLines[0]!.slice(0, 200)}`);
       }
     }
+    for (const [name, t] of [['tinc client', tinc?.client], ['tinc server', tinc?.server]] as const) {
+      const errLines = (t?.log() ?? '').split('\n').filter((l) => /error|warn|unknown source|dropping/i.test(l));
+      if (errLines.length > 0) problems.push(`${name} log: ${errLines.length} error/warn line(s), first: ${errLines[0]!.slice(0, 200)}`);
+    }
   } finally {
+    await tinc?.stop().catch((e) => problems.push(`tinc stop: ${(e as Error).message}`));
     await vpn?.stop().catch((e) => problems.push(`openvpn stop: ${(e as Error).message}`));
     await ov?.stop().catch((e) => problems.push(`overlay stop: ${(e as Error).message}`));
     try {
@@ -361,77 +521,260 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   // ---------------------------------------------------------------------------
   // report
   // ---------------------------------------------------------------------------
-  const med = (key: string): number | null => {
-    const r = results.get(key);
-    const m = r ? median(r.samples.map((s) => s.mbps)) : null;
-    return m === null ? null : round1(m);
-  };
-  const cpuMedian = (key: string): Record<string, number | null> | null => {
-    const r = results.get(key);
-    if (!r || r.cpu.length === 0) return null;
-    const out: Record<string, number | null> = {};
-    for (const k of Object.keys(r.cpu[0]!)) {
-      const vals = r.cpu.map((c) => c[k]).filter((x): x is number => typeof x === 'number');
-      const m = median(vals);
-      out[k] = m === null ? null : round1(m);
-    }
-    return out;
-  };
+  const medTcp = (m: Map<string, Series<TcpSample>>, key: string): number | null => medianOf(m.get(key)?.samples.map((s) => s.mbps) ?? []);
+  const med = (key: string) => medTcp(results as Map<string, Series<TcpSample>>, key);
   const modeKey = (mode: Mode) => (mode === 'hmac' ? 'overlay' : `overlay-${mode}`);
 
-  for (const [key, r] of results) {
-    if (r.samples.length < opt.rounds) {
-      const why = r.errors[0] ?? 'no samples';
-      if (!errors.some((e) => e.startsWith(key))) errors.push(`${key}: ${r.samples.length}/${opt.rounds} samples (${why})`);
+  const checkComplete = (what: string, m: Map<string, Series<unknown>>) => {
+    for (const [key, r] of m) {
+      if (r.samples.length < opt.rounds) {
+        const tag = what ? `${what} ${key}` : key;
+        const why = r.errors[0] ?? 'no samples';
+        if (!errors.some((e) => e.startsWith(tag) || e.startsWith(`${what || 'tcp'} ${key}`) || e.startsWith(`${key}:`))) errors.push(`${tag}: ${r.samples.length}/${opt.rounds} samples (${why})`);
+      }
     }
-    if (r.rttUs === null && (key === 'overlay' || key === 'kernel') && !errors.some((e) => e.startsWith(`rtt ${key}`))) errors.push(`rtt ${key}: not measured`);
+  };
+  checkComplete('', results as Map<string, Series<unknown>>);
+  checkComplete('tcp-p4', p4 as Map<string, Series<unknown>>);
+  checkComplete('udp-500m', udp as Map<string, Series<unknown>>);
+  checkComplete('tcp-1g', at1g as Map<string, Series<unknown>>);
+  for (const key of ['overlay', 'kernel']) {
+    if (results.get(key)?.rttUs == null && !errors.some((e) => e.startsWith(`rtt ${key}`))) errors.push(`rtt ${key}: not measured`);
   }
 
   const lines: string[] = [];
-  lines.push(`TCP: iperf3, 1 stream, -t ${opt.seconds}, receiver-side Mbit/s, median of ${opt.rounds} alternating rounds; RTT: ping -c 20 -i 0.05, median`);
+  const samplesStr = (xs: number[]) => xs.map((x) => x.toFixed(1)).join(' / ') || '-';
+  const retrStr = (ss: TcpSample[]) => ss.map((s) => s.retransmits ?? '-').join('/') || '-';
+
+  // 1: TCP 1 stream + RTT
+  lines.push(`TCP, 1 stream: iperf3 -P 1 -t ${opt.seconds}, receiver-side Mbit/s, median of ${opt.rounds} alternating rounds; RTT: ping -c 20 -i 0.05, median`);
   lines.push('');
-  const hdr = ['path', 'Mbit/s', 'samples (Mbit/s)', 'retr', 'RTT µs'];
-  const rows: string[][] = [];
-  for (const r of results.values()) {
-    rows.push([
-      r.key,
-      med(r.key)?.toFixed(1) ?? 'FAILED',
-      r.samples.map((s) => s.mbps.toFixed(1)).join(' / ') || '-',
-      r.samples.map((s) => s.retransmits ?? '-').join('/') || '-',
-      r.rttUs === null ? '-' : String(r.rttUs),
-    ]);
-  }
-  const widths = hdr.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  const fmt = (row: string[]) => row.map((c, i) => (i === 1 || i === 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
-  lines.push(fmt(hdr));
-  lines.push(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const row of rows) lines.push(fmt(row));
+  lines.push(
+    ...table(
+      ['path', 'Mbit/s', 'samples (Mbit/s)', 'retr', 'RTT µs'],
+      [...results.values()].map((r) => [
+        r.key,
+        med(r.key)?.toFixed(1) ?? 'FAILED',
+        samplesStr(r.samples.map((s) => s.mbps)),
+        retrStr(r.samples),
+        r.rttUs === null ? '-' : String(r.rttUs),
+      ]),
+      [1, 4],
+    ),
+  );
   lines.push('');
   for (const r of results.values()) lines.push(`  ${r.key.padEnd(15)} ${r.label}`);
+
+  // 2: TCP 4 streams
+  if (opt.p4) {
+    lines.push('');
+    lines.push(`TCP, 4 streams: iperf3 -P 4 -t ${opt.seconds}, receiver-side Mbit/s (sum), median of ${opt.rounds} alternating rounds`);
+    lines.push('');
+    lines.push(
+      ...table(
+        ['path', 'Mbit/s', 'samples (Mbit/s)', 'retr'],
+        [...p4.values()].map((r) => [r.key, medTcp(p4, r.key)?.toFixed(1) ?? 'FAILED', samplesStr(r.samples.map((s) => s.mbps)), retrStr(r.samples)]),
+        [1],
+      ),
+    );
+  }
+
+  // 3: UDP at 500 Mbit/s
+  if (opt.udp) {
+    lines.push('');
+    lines.push(
+      `UDP at a fixed offered rate: iperf3 -u -b ${UDP_RATE} -l ${UDP_LEN} -w ${UDP_WINDOW} -t ${opt.seconds}, receiver side (end.sum_received), median of ${opt.rounds} alternating rounds`,
+    );
+    lines.push('');
+    lines.push(
+      ...table(
+        ['path', 'rx Mbit/s', 'loss %', 'samples (rx Mbit/s, loss %)'],
+        [...udp.values()].map((r) => [
+          r.key,
+          medianOf(r.samples.map((s) => s.rxMbps))?.toFixed(1) ?? 'FAILED',
+          median(r.samples.map((s) => s.lossPct))?.toFixed(2) ?? '-',
+          r.samples.map((s) => `${s.rxMbps.toFixed(1)} (${s.lossPct.toFixed(2)}%)`).join(' / ') || '-',
+        ]),
+        [1, 2],
+      ),
+    );
+  }
+
+  // 4: CPU at a paced 1 Gbit/s
+  const at1gOverlay = at1g.get('overlay')?.samples ?? [];
+  const maxOf = (s: TcpSample, a: string, b: string): number | null => {
+    const xs = [s.cpu[a], s.cpu[b]].filter((x): x is number => typeof x === 'number');
+    return xs.length ? Math.max(...xs) : null;
+  };
+  const cpuAt1g = at1gOverlay.length
+    ? {
+        tinyvr: medianOf(at1gOverlay.map((s) => maxOf(s, 'tinyvr_a', 'tinyvr_b'))),
+        fullvr: medianOf(at1gOverlay.map((s) => maxOf(s, 'fullvr_a', 'fullvr_b'))),
+        ...cpuMedianOf(at1gOverlay),
+        achieved_mbps: medTcp(at1g, 'overlay'),
+        retransmits: at1gOverlay.map((s) => s.retransmits),
+        samples_mbps: at1gOverlay.map((s) => round1(s.mbps)),
+        cpu_samples: at1gOverlay.map((s) => s.cpu),
+      }
+    : { tinyvr: null, fullvr: null, achieved_mbps: null };
+  const refAt1g = (key: string) => {
+    const ss = at1g.get(key)?.samples ?? [];
+    if (ss.length === 0) return null;
+    return {
+      ...cpuMedianOf(ss),
+      achieved_mbps: medTcp(at1g, key),
+      reached_1g: (medTcp(at1g, key) ?? 0) >= 950,
+      retransmits: ss.map((s) => s.retransmits),
+      samples_mbps: ss.map((s) => round1(s.mbps)),
+      cpu_samples: ss.map((s) => s.cpu),
+    };
+  };
+  if (opt.at1g) {
+    lines.push('');
+    lines.push(
+      `CPU at a paced ${PACED_RATE}bit/s TCP load: iperf3 -b ${PACED_RATE} -P 1 -t ${opt.seconds}; utime+stime of each process, % of one core, median of ${opt.rounds} alternating rounds`,
+    );
+    lines.push('');
+    const rows: string[][] = [];
+    for (const key of ['overlay', 'openvpn', 'tinc']) {
+      const ss = at1g.get(key)?.samples ?? [];
+      const c = cpuMedianOf(ss);
+      rows.push([
+        key,
+        medTcp(at1g, key)?.toFixed(1) ?? 'FAILED',
+        c
+          ? Object.entries(c)
+              .filter(([k]) => !k.startsWith('machine'))
+              .map(([k, v]) => `${k} ${v ?? '-'}`)
+              .join('  ')
+          : '-',
+        c?.machine?.toFixed(1) ?? '-',
+        c?.machine_softirq?.toFixed(1) ?? '-',
+      ]);
+    }
+    lines.push(...table(['path', 'achieved Mbit/s', 'CPU % per process', 'machine %', 'softirq %'], rows, [1, 3, 4]));
+    if (at1gOverlay.length) lines.push(`  overlay: tinyvr = max(tinyvr_a, tinyvr_b) = ${cpuAt1g.tinyvr ?? '-'} %, fullvr = max(fullvr_a, fullvr_b) = ${cpuAt1g.fullvr ?? '-'} %`);
+  }
+
   lines.push('');
-  lines.push('CPU during the TCP runs, % of one core (median over rounds):');
-  for (const r of results.values()) {
-    const c = cpuMedian(r.key);
-    if (c && Object.keys(c).length > 0) lines.push(`  ${r.key.padEnd(15)} ${Object.entries(c).map(([k, v]) => `${k} ${v ?? '-'}`).join('   ')}`);
+  lines.push('CPU during the unpaced runs, % of one core (median over rounds; machine = the whole box, anybody\'s processes, 2 cores = 200; machine_softirq = its softirq part):');
+  const cpuLine = (what: string, m: Map<string, Series<{ cpu: CpuUsage }>>) => {
+    for (const r of m.values()) {
+      const c = cpuMedianOf(r.samples);
+      if (c && Object.keys(c).length > 0) lines.push(`  ${what.padEnd(9)} ${r.key.padEnd(15)} ${Object.entries(c).map(([k, v]) => `${k} ${v ?? '-'}`).join('   ')}`);
+    }
+  };
+  cpuLine('tcp', results as Map<string, Series<{ cpu: CpuUsage }>>);
+  if (opt.p4) cpuLine('tcp-p4', p4 as Map<string, Series<{ cpu: CpuUsage }>>);
+  if (opt.udp) cpuLine('udp-500m', udp as Map<string, Series<{ cpu: CpuUsage }>>);
+
+  // targets
+  const kernel = med('kernel');
+  const overlay = med('overlay');
+  const refs = [med('openvpn'), med('tinc')].filter((x): x is number => x !== null);
+  const bestRef = refs.length ? Math.max(...refs) : null;
+  const rttOverlay = results.get('overlay')?.rttUs ?? null;
+  const rttKernel = results.get('kernel')?.rttUs ?? null;
+  const rttAdded = rttOverlay !== null && rttKernel !== null ? rttOverlay - rttKernel : null;
+  const verdict = (ok: boolean | null) => (ok === null ? 'n/a' : ok ? 'MET' : 'MISSED');
+  const targets = {
+    overlay_vs_kernel: {
+      target: '>= 0.40',
+      value: overlay !== null && kernel ? Math.round((overlay / kernel) * 1000) / 1000 : null,
+      met: overlay !== null && kernel ? overlay / kernel >= 0.4 : null,
+    },
+    overlay_vs_best_reference: {
+      target: '>= 8',
+      value: overlay !== null && bestRef ? Math.round((overlay / bestRef) * 100) / 100 : null,
+      met: overlay !== null && bestRef ? overlay / bestRef >= 8 : null,
+    },
+    rtt_added_us: { target: '<= 250', value: rttAdded, met: rttAdded === null ? null : rttAdded <= 250 },
+    cpu_pct_at_1g_tinyvr: {
+      target: '<= 15',
+      value: cpuAt1g.tinyvr ?? null,
+      met: cpuAt1g.tinyvr == null ? null : cpuAt1g.tinyvr <= 15,
+      achieved_mbps: cpuAt1g.achieved_mbps ?? null,
+    },
+  };
+  lines.push('');
+  lines.push('Targets (TCP 1 stream, hmac overlay):');
+  const pct = (x: number | null) => (x === null ? '-' : `${(x * 100).toFixed(1)}%`);
+  lines.push(
+    `  overlay >= 40% of kernel            overlay ${overlay ?? '-'} / kernel ${kernel ?? '-'} Mbit/s = ${pct(targets.overlay_vs_kernel.value)}   ${verdict(targets.overlay_vs_kernel.met)}`,
+  );
+  lines.push(
+    `  overlay >= 8 x max(openvpn, tinc)   overlay ${overlay ?? '-'} / max(${med('openvpn') ?? '-'}, ${med('tinc') ?? '-'}) Mbit/s = ${targets.overlay_vs_best_reference.value ?? '-'} x   ${verdict(targets.overlay_vs_best_reference.met)}`,
+  );
+  lines.push(`  rtt_added_us <= 250                 overlay ${rttOverlay ?? '-'} - kernel ${rttKernel ?? '-'} µs = ${rttAdded ?? '-'} µs   ${verdict(targets.rtt_added_us.met)}`);
+  lines.push(
+    `  cpu_pct_at_1g.tinyvr <= 15          ${cpuAt1g.tinyvr ?? '-'} % (at ${cpuAt1g.achieved_mbps ?? '-'} Mbit/s achieved)   ${verdict(targets.cpu_pct_at_1g_tinyvr.met)}`,
+  );
+  if (opt.p4) {
+    const k4 = medTcp(p4, 'kernel');
+    const o4 = medTcp(p4, 'overlay');
+    const r4 = [medTcp(p4, 'openvpn'), medTcp(p4, 'tinc')].filter((x): x is number => x !== null);
+    lines.push(
+      `  (4 streams, for reference: overlay/kernel = ${o4 !== null && k4 ? pct(o4 / k4) : '-'}, overlay/max(openvpn, tinc) = ${o4 !== null && r4.length ? (o4 / Math.max(...r4)).toFixed(2) : '-'} x)`,
+    );
   }
 
   const samplesOf = (key: string) => results.get(key)?.samples.map((s) => round1(s.mbps)) ?? [];
+  const allSeries = (m: Map<string, Series<TcpSample>>) => ({
+    mbps: Object.fromEntries([...m.keys()].map((k) => [k, medTcp(m, k)])),
+    samples: Object.fromEntries([...m.values()].map((r) => [r.key, r.samples.map((s) => round1(s.mbps))])),
+  });
+  const p4s = allSeries(p4);
   const json = {
     iperf3: sh('iperf3', ['--version']).split('\n')[0] ?? '',
     openvpn: sh('openvpn', ['--version']).split('\n')[0] ?? '',
+    tinc: sh('tincd', ['--version']).split('\n')[0] ?? '',
     rounds: opt.rounds,
-    tcp_mbps: { overlay: med('overlay'), kernel: med('kernel'), openvpn: med('openvpn') },
-    rtt_us: { overlay: results.get('overlay')?.rttUs ?? null, kernel: results.get('kernel')?.rttUs ?? null, openvpn: results.get('openvpn')?.rttUs ?? null },
-    tcp_samples_mbps: { overlay: samplesOf('overlay'), kernel: samplesOf('kernel'), openvpn: samplesOf('openvpn') },
+    tcp_mbps: { overlay: med('overlay'), kernel: med('kernel'), openvpn: med('openvpn'), tinc: med('tinc') },
+    tcp_mbps_p4: opt.p4 ? { kernel: p4s.mbps.kernel ?? null, openvpn: p4s.mbps.openvpn ?? null, tinc: p4s.mbps.tinc ?? null, overlay: p4s.mbps.overlay ?? null } : null,
+    udp_500m: opt.udp
+      ? Object.fromEntries(
+          [...udp.values()].map((r) => [
+            r.key,
+            {
+              rx_mbps: medianOf(r.samples.map((s) => s.rxMbps)),
+              loss_pct: r.samples.length ? Math.round(median(r.samples.map((s) => s.lossPct))! * 1000) / 1000 : null,
+              tx_mbps: medianOf(r.samples.map((s) => s.txMbps)),
+              samples: r.samples.map((s) => ({ rx_mbps: round1(s.rxMbps), loss_pct: Math.round(s.lossPct * 1000) / 1000, lost: s.lostPackets, packets: s.packets, jitter_ms: s.jitterMs })),
+              sndbuf_actual: r.samples[0]?.sndbufActual ?? null,
+              rcvbuf_actual: r.samples[0]?.rcvbufActual ?? null,
+            },
+          ]),
+        )
+      : null,
+    udp_settings: { bitrate: UDP_RATE, length: UDP_LEN, window: UDP_WINDOW },
+    cpu_pct_at_1g: opt.at1g ? cpuAt1g : null,
+    cpu_pct_at_1g_openvpn: opt.at1g ? refAt1g('openvpn') : null,
+    cpu_pct_at_1g_tinc: opt.at1g ? refAt1g('tinc') : null,
+    rtt_us: {
+      overlay: rttOverlay,
+      kernel: rttKernel,
+      openvpn: results.get('openvpn')?.rttUs ?? null,
+      tinc: results.get('tinc')?.rttUs ?? null,
+    },
+    rtt_added_us: rttAdded,
+    targets,
+    tunnel_mtu: mtus,
+    tcp_samples_mbps: { overlay: samplesOf('overlay'), kernel: samplesOf('kernel'), openvpn: samplesOf('openvpn'), tinc: samplesOf('tinc') },
+    tcp_samples_p4: opt.p4 ? p4s.samples : null,
     tcp_mbps_modes: Object.fromEntries(opt.modes.map((m) => [m, med(modeKey(m))])),
     tcp_samples_modes: Object.fromEntries(opt.modes.map((m) => [m, samplesOf(modeKey(m))])),
     rtt_us_modes: Object.fromEntries(opt.modes.map((m) => [m, results.get(modeKey(m))?.rttUs ?? null])),
     retransmits: Object.fromEntries([...results.values()].map((r) => [r.key, r.samples.map((s) => s.retransmits)])),
+    retransmits_p4: Object.fromEntries([...p4.values()].map((r) => [r.key, r.samples.map((s) => s.retransmits)])),
     intervals_mbps: Object.fromEntries([...results.values()].map((r) => [r.key, r.samples.map((s) => s.intervalsMbps)])),
-    cpu_pct: cpuMedian('overlay'),
-    cpu_pct_modes: Object.fromEntries(opt.modes.map((m) => [m, cpuMedian(modeKey(m))])),
-    cpu_pct_openvpn: cpuMedian('openvpn'),
-    cpu_samples: Object.fromEntries([...results.values()].filter((r) => r.cpu.length && Object.keys(r.cpu[0]!).length).map((r) => [r.key, r.cpu])),
+    cpu_pct: cpuMedianOf(results.get('overlay')?.samples ?? []),
+    cpu_pct_modes: Object.fromEntries(opt.modes.map((m) => [m, cpuMedianOf(results.get(modeKey(m))?.samples ?? [])])),
+    cpu_pct_openvpn: cpuMedianOf(results.get('openvpn')?.samples ?? []),
+    cpu_pct_tinc: cpuMedianOf(results.get('tinc')?.samples ?? []),
+    cpu_pct_kernel: cpuMedianOf(results.get('kernel')?.samples ?? []),
+    cpu_pct_p4: Object.fromEntries([...p4.values()].map((r) => [r.key, cpuMedianOf(r.samples)])),
+    cpu_pct_udp_500m: Object.fromEntries([...udp.values()].map((r) => [r.key, cpuMedianOf(r.samples)])),
+    cpu_samples: Object.fromEntries([...results.values()].filter((r) => r.samples.length).map((r) => [r.key, r.samples.map((s) => s.cpu)])),
     paths: Object.fromEntries([...results.values()].map((r) => [r.key, r.label])),
     ...extra,
   };
@@ -449,8 +792,8 @@ async function main(): Promise<number> {
   const loadStart = sh('cat', ['/proc/loadavg']);
 
   // Bound the whole run: setup, every sample, RTTs, the join part and teardown.
-  const nPaths = 2 + opt.modes.length;
-  const tcpLimitMs = opt.only === 'join' ? 0 : 300_000 + opt.rounds * nPaths * (opt.seconds + 30) * 1000;
+  const nSamples = 3 + opt.modes.length + (opt.p4 ? 4 : 0) + (opt.udp ? 4 : 0) + (opt.at1g ? 3 : 0);
+  const tcpLimitMs = opt.only === 'join' ? 0 : 300_000 + opt.rounds * nSamples * (opt.seconds + 30) * 1000;
   const joinLimitMs = opt.only === 'tcp' ? 0 : 600_000 + opt.seconds * 1000;
   const limitMs = tcpLimitMs + joinLimitMs;
   const watchdog = setTimeout(() => {

@@ -57,7 +57,7 @@ export async function startTinc(lab: Lab, o: TincOptions): Promise<TincTunnel> {
   // tinc node names: [A-Za-z0-9_] only
   const srvName = 'server';
   const cliName = 'client';
-  const keys = { [srvName]: rsaKeys(), [cliName]: rsaKeys() };
+  const keys: Record<string, { priv: string; pub: string }> = { [srvName]: rsaKeys(), [cliName]: rsaKeys() };
   const hostFile = (name: string, lines: string[]) => [...lines, ...NO_CRYPTO, 'PMTUDiscovery = no', '', keys[name]!.pub].join('\n');
   const hosts = {
     [srvName]: hostFile(srvName, [`Address = ${o.serverAddr}`, `Port = ${port}`, `Subnet = ${srvTun}/32`]),
@@ -96,15 +96,17 @@ export async function startTinc(lab: Lab, o: TincOptions): Promise<TincTunnel> {
 
   // -D: foreground, so the lab's spawn handle owns (and kills) the daemon itself; -d1 logs connections.
   const tincd = (d: string) => ['tincd', '-c', d, '-D', '-d1', `--pidfile=${join(d, 'tinc.pid')}`];
+  // the server first: a client that finds nobody listening retries only after 5 s
   const server = lab.spawn(o.serverNode, tincd(srvDir), { logFile: join(lab.logsDir, 'tinc-server.log') });
-  const client = lab.spawn(o.clientNode, tincd(cliDir), { logFile: join(lab.logsDir, 'tinc-client.log') });
+  let client: SpawnHandle | null = null;
   const stop = async () => {
-    await Promise.all([client.kill('SIGTERM', 3000), server.kill('SIGTERM', 3000)]);
+    await Promise.all([client?.kill('SIGTERM', 3000), server.kill('SIGTERM', 3000)]);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await Promise.all([server.waitForLog(/Ready/, 15_000), client.waitForLog(/Ready/, 15_000)]);
-    await client.waitForLog(/Connection with server .* activated/, 20_000);
+    await server.waitForLog(/Ready/, 15_000);
+    client = lab.spawn(o.clientNode, tincd(cliDir), { logFile: join(lab.logsDir, 'tinc-client.log') });
+    await client.waitForLog(new RegExp(`Connection with ${srvName} .* activated`), 20_000);
   } catch (e) {
     await stop();
     throw e;

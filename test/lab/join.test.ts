@@ -130,6 +130,12 @@ describe.skipIf(!support.ok)('zero-config join with curl | sh', () => {
     if (!p1.ok) console.log('PING', p1.output, JSON.stringify((await ov.fullvrStatus('a')).engine), JSON.stringify((await ov.fullvrStatus('b')).drops));
     expect(p1.ok).toBe(true);
     expect((await lab.ping('b1', '10.1.0.11', { count: 3 })).ok).toBe(true);
+    // Heartbeats carry per-peer link metrics (handshake RTT, throughput from real traffic).
+    await waitFor(async () => {
+      const r = await lab.exec('inet', ['curl', '-sf', '-H', `authorization: Bearer ${API_TOKEN}`, `${SERVER}/api/v1/fullvrs`]);
+      const f1 = (JSON.parse(r.stdout) as Array<{ id: number; peers: Array<{ id: number; up: boolean; rxBps: unknown; txBps: unknown }> | null }>).find((f) => f.id === 1);
+      return f1?.peers?.some((p) => p.id === 2 && p.up && typeof p.rxBps === 'number' && typeof p.txBps === 'number');
+    }, 10_000);
   }, 120_000);
 
   it('running the one-liner again is harmless: one process, same routes, still connected', async () => {
