@@ -132,8 +132,7 @@ export class FullVR {
         this.setupLan(tun.name);
       }
       this.engine = new PacketEngine({ udpFd, tunFd: tunFd >= 0 ? tunFd : undefined, mtu: this.mtu, tunOffload });
-      const f = this.engine.features();
-      log.info('packet engine', { tunOffload: f.tunOffload, udpGro: f.udpGro, udpGso: f.udpGso });
+
     } catch (e) {
       this.net.rollback();
       if (tunFd >= 0) closeFd(tunFd);
@@ -213,7 +212,9 @@ export class FullVR {
       });
     }
     this.started = true;
+    const feat = this.engine.features();
     log.info('fullvr ready', {
+      offloads: `tun=${feat.tunOffload} gro=${feat.udpGro} gso=${feat.udpGso}`,
       id: this.cfg.id,
       listen: this.cfg.listen,
       publicKey: this.publicKey,

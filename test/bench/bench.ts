@@ -742,6 +742,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
               samples: r.samples.map((s) => ({ rx_mbps: round1(s.rxMbps), loss_pct: Math.round(s.lossPct * 1000) / 1000, lost: s.lostPackets, packets: s.packets, jitter_ms: s.jitterMs })),
               sndbuf_actual: r.samples[0]?.sndbufActual ?? null,
               rcvbuf_actual: r.samples[0]?.rcvbufActual ?? null,
+              server_rcvbuf_actual: r.samples[0]?.serverRcvbufActual ?? null,
             },
           ]),
         )

@@ -36,9 +36,11 @@ export interface UdpSample {
   lostPackets: number | null;
   packets: number | null;
   jitterMs: number | null;
-  /** Socket buffers iperf3 reports it got (start.sock_bufsize / sndbuf_actual / rcvbuf_actual). */
+  /** Socket buffers the client reports it got (start.sndbuf_actual / rcvbuf_actual). */
   sndbufActual: number | null;
   rcvbufActual: number | null;
+  /** Receive buffer of the server's UDP socket (`ss -m` skmem rb, read a second into the run). */
+  serverRcvbufActual: number | null;
   intervalsMbps: number[];
   seconds: number;
   cpu: CpuUsage;
@@ -77,6 +79,7 @@ async function iperfRun(
   seconds: number,
   extra: string[],
   cpuPids: Record<string, number | undefined> = {},
+  midRun?: () => Promise<void>,
 ): Promise<{ j: any; cpu: Record<string, number | null> }> {
   const srv = lab.spawn(serverNode, ['iperf3', '-s', '-1', '--forceflush', '-B', addr, '-p', String(port)]);
   let cli: SpawnHandle | null = null;
@@ -86,11 +89,13 @@ async function iperfRun(
     cli = lab.spawn(clientNode, ['iperf3', '-c', addr, '-p', String(port), '-t', String(seconds), '-J', '--connect-timeout', '5000', ...extra]);
     const cpu = cpuSampler({ ...cpuPids, iperf_client: cli.pid, iperf_server: srv.pid }, 100);
     const machine = machineCpuSampler();
+    const mid = midRun ? new Promise((r) => setTimeout(r, Math.min(1000, (seconds * 1000) / 2))).then(midRun).catch(() => undefined) : null;
     const limitMs = (seconds + 25) * 1000;
     let timer: NodeJS.Timeout | undefined;
     const res = await Promise.race([cli.exited, new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), limitMs)))]);
     clearTimeout(timer);
     const usage = { ...cpu.stop(), ...machine.stop() };
+    await mid;
     if (res === 'timeout') throw new Error(`iperf3 ${clientNode} -> ${addr}: client timed out after ${limitMs / 1000} s`);
     const out = cli.log();
     let j: any;
@@ -136,7 +141,14 @@ export async function iperfTcp(lab: Lab, clientNode: string, serverNode: string,
 
 /** One iperf3 UDP test at a fixed offered rate; receiver-side rate and loss. */
 export async function iperfUdp(lab: Lab, clientNode: string, serverNode: string, addr: string, port: number, seconds: number, o: IperfOptions = {}): Promise<UdpSample> {
-  const { j, cpu } = await iperfRun(lab, clientNode, serverNode, addr, port, seconds, ['-u', ...commonArgs(o)], o.cpuPids);
+  // The server applies the client's -w to its own socket; see what it got (ss: skmem rb) mid-run.
+  let serverRcvbuf: number | null = null;
+  const probe = async () => {
+    const r = await lab.exec(serverNode, ['ss', '-uamnH', 'src', `${addr}:${port}`], { check: false, timeoutMs: 5000 });
+    const m = /skmem:\(r\d+,rb(\d+)/.exec(r.stdout);
+    if (m) serverRcvbuf = Number(m[1]);
+  };
+  const { j, cpu } = await iperfRun(lab, clientNode, serverNode, addr, port, seconds, ['-u', ...commonArgs(o)], o.cpuPids, probe);
   // iperf3 3.12: end.sum is the sender's view; end.sum_received is what the server got
   const rx = j?.end?.sum_received;
   const bps = num(rx?.bits_per_second);
@@ -155,6 +167,7 @@ export async function iperfUdp(lab: Lab, clientNode: string, serverNode: string,
     jitterMs: num(rx.jitter_ms),
     sndbufActual: num(j.start?.sndbuf_actual),
     rcvbufActual: num(j.start?.rcvbuf_actual),
+    serverRcvbufActual: serverRcvbuf,
     intervalsMbps: (j.intervals ?? []).map((iv: any) => round1((iv?.sum?.bits_per_second ?? 0) / 1e6)),
     seconds: num(rx.seconds) ?? seconds,
     cpu,

@@ -110,7 +110,9 @@ describe.skipIf(!support.ok)('300 MB through the offload path, byte-identical', 
     ['IPv6', 'a1', 'fd00:2::11'],
   ] as const) {
     it(`UDP over ${family}: every datagram of 300 MB that arrives is byte-identical`, async () => {
-      const count = Math.floor(SIZE / 1400);
+      const count = Math.floor(SIZE / 1360);
+      const a0 = (await ov.status('a1', TINYVR_CONTROL)).engine;
+      const b0 = (await ov.status('b1', TINYVR_CONTROL)).engine;
       const rx = lab.spawn('b1', [process.execPath, UDP_PROBE, 'recv', dst, '9000', String(count)]);
       await rx.waitForLog(/listening/, 5000);
       await lab.exec(src, [process.execPath, UDP_PROBE, 'send', dst, '9000', String(count), '300'], { timeoutMs: 120_000 });
@@ -118,8 +120,17 @@ describe.skipIf(!support.ok)('300 MB through the offload path, byte-identical', 
       const r = JSON.parse(rx.log().trim().split('\n').pop()!);
       console.log(`UDP ${family}: ${r.received}/${count} datagrams, ${r.corrupt} corrupt`);
       expect(r.corrupt).toBe(0);
-      // Paced at 300 Mbit/s on a shared 2-core box: most arrive; none may be damaged.
-      expect(r.received / count).toBeGreaterThan(0.9);
+      // Paced at 300 Mbit/s on a shared 2-core box, the sender's and receiver's own socket
+      // buffers may overflow (kernel counters, outside the overlay); most must arrive...
+      expect(r.received / count).toBeGreaterThan(0.8);
+      // ...and the overlay itself must deliver what entered it: sending TinyVR's TUN in,
+      // receiving TinyVR's TUN out (a few keepalive-sized differences allowed).
+      const a1 = (await ov.status('a1', TINYVR_CONTROL)).engine;
+      const b1 = (await ov.status('b1', TINYVR_CONTROL)).engine;
+      const entered = a1.tun_rx - a0.tun_rx;
+      const delivered = b1.tun_tx - b0.tun_tx;
+      console.log(`UDP ${family}: ${entered} entered the overlay, ${delivered} left it`);
+      expect(delivered).toBeGreaterThanOrEqual(entered * 0.999);
     }, 180_000);
   }
 });
