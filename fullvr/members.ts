@@ -108,29 +108,13 @@ export class Members {
     const grant = { network };
     const net = this.networks.get(grant.network);
     if (!net) return { error: `network ${grant.network} is not served by this FullVR`, reason: 'wrong_network' };
-    let mine = net.sites.filter((s) => s.vr === this.selfId);
+    const mine = net.sites.filter((s) => s.vr === this.selfId);
     // Failover (physical mode): we stand in for the member's own FullVR, so the member keeps its
     // address from that site; it gets routes to every other site of the network, ours included.
     if (failover && net.mode === 'physical' && !addrs.some((a) => mine.some((s) => safeContains(s.subnet, a)))) {
       const home = net.sites.filter((s) => addrs.some((a) => safeContains(s.subnet, a)));
-      if (home.length) {
-        const physical = addrs.find((a) => home.some((s) => safeContains(s.subnet, a)))!;
-        return {
-          physical,
-          answer: {
-            network: net.id,
-            networkName: net.name ?? String(net.id),
-            mode: 'physical',
-            address: physical,
-            addresses: [physical, ...addrs.filter((a) => a !== physical && home.some((s) => safeContains(s.subnet, a)))],
-            prefixlen: parseCidr(home[0].subnet).bits,
-            routes: net.sites.filter((s) => !home.includes(s)).map((s) => s.subnet),
-            mtu: this.mtu,
-          },
-        };
-      }
+      if (home.length) return this.physicalAnswer(net, addrs, home, net.sites.filter((s) => !home.includes(s)));
     }
-    mine = net.sites.filter((s) => s.vr === this.selfId);
     // Physical mode: the member's own address is its overlay identity, so it must lie in a
     // subnet this VR serves. Virtual mode: any address; it only keys the sticky allocation.
     const physical =
@@ -141,21 +125,7 @@ export class Members {
         reason: 'address_not_served',
       };
     }
-    if (net.mode === 'physical') {
-      return {
-        physical,
-        answer: {
-          network: net.id,
-          networkName: net.name ?? String(net.id),
-          mode: 'physical',
-          address: physical,
-          addresses: [physical, ...addrs.filter((a) => a !== physical && mine.some((s) => safeContains(s.subnet, a)))],
-          prefixlen: parseCidr(mine.find((s) => safeContains(s.subnet, physical))!.subnet).bits,
-          routes: net.sites.filter((s) => s.vr !== this.selfId).map((s) => s.subnet),
-          mtu: this.mtu,
-        },
-      };
-    }
+    if (net.mode === 'physical') return this.physicalAnswer(net, addrs, mine, net.sites.filter((s) => s.vr !== this.selfId));
     // Virtual mode: an overlay address from this VR's block, stable across rejoins.
     const overlay = parseCidr(net.overlay!);
     const address = this.allocateVirtual(net, physical, typeof want === 'string' ? want : undefined);
@@ -218,6 +188,25 @@ export class Members {
       }
     }
     return m;
+  }
+
+  /** Physical mode: the member is known by its own addresses inside `home` sites; `routes` go to the TUN. */
+  private physicalAnswer(net: NetworkCfg, addrs: string[], home: NetworkCfg['sites'], routes: NetworkCfg['sites']): { answer: JoinAnswer; physical: string } {
+    const inHome = (a: string) => home.some((s) => safeContains(s.subnet, a));
+    const physical = addrs.find(inHome)!;
+    return {
+      physical,
+      answer: {
+        network: net.id,
+        networkName: net.name ?? String(net.id),
+        mode: 'physical',
+        address: physical,
+        addresses: [physical, ...addrs.filter((a) => a !== physical && inHome(a))],
+        prefixlen: parseCidr(home.find((s) => safeContains(s.subnet, physical))!.subnet).bits,
+        routes: routes.map((s) => s.subnet),
+        mtu: this.mtu,
+      },
+    };
   }
 
   private allocateVirtual(net: NetworkCfg, physical: string, want: string | undefined): string | null {
