@@ -35,6 +35,8 @@ import { FullvrTokens, type TokenVerifier } from './tokens.js';
 import { MemberTickets } from './tickets.js';
 import { startHeartbeats, type HeartbeatBody } from './heartbeat.js';
 import { startTcpAcceptor, startTcpConnector } from './tcp-fallback.js';
+import { PeerControl } from './peer-control.js';
+import { cidrContains } from '../shared/cidr.js';
 import { subscribeTables } from './table-subscription.js';
 import { verifyTables, type TablesBody } from '../shared/signed-tables.js';
 import { parseFullvrConfig } from './config.js';
@@ -64,7 +66,7 @@ export class FullVR {
   private guard = new InitReplayGuard();
   private errorBudget = 100;
   private refusals: Record<string, number> = {};
-  private counters = { tables_applied: 0, tables_rejected: 0, joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
+  private counters = { ctrl_rejected: 0, host_routes: 0, tables_applied: 0, tables_rejected: 0, joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
   private readonly mtu: number;
   private peerMode: AuthMode;
   private readonly networks = new Map<number, FullvrConfig['networks'][number]>();
@@ -74,6 +76,9 @@ export class FullVR {
   private stopped = false;
   private stopHeartbeats: (() => void) | null = null;
   private cleanups: Array<() => void> = [];
+  private control: PeerControl;
+  /** Members that failed over to another FullVR: network -> address -> serving VR (host routes). */
+  private hostRoutes = new Map<number, Map<string, number>>();
   private started = false;
 
   constructor(
@@ -94,6 +99,7 @@ export class FullVR {
       this.tables.setPeer(p.id, { host: ep.host, port: ep.port, publicKey: p.publicKey });
     }
     this.datapath = new FullvrDatapath(this.tables, cfg.id, BATCH);
+    this.control = new PeerControl(cfg.id);
     this.tokens =
       tokens ??
       new FullvrTokens({
@@ -151,6 +157,7 @@ export class FullVR {
         const ep = p.endpoint ? parseEndpoint(p.endpoint) : { host: '', port: 0 };
         return { id: p.id, host: ep.host, port: ep.port, publicKey: loadPublicKey(p.publicKey), publicKeyB64: p.publicKey, limited: p.limited };
       }),
+      this.control,
     );
     for (const id of this.peers.limitedPeers()) this.datapath.relayFor.add(id);
     if (this.cfg.queueVr) this.datapath.queueVr = this.cfg.queueVr.id;
@@ -309,6 +316,12 @@ export class FullVR {
       case MsgType.RESP:
         this.peers.handleResp(msg.readUInt32BE(4), msg);
         break;
+      case MsgType.QUEUE: {
+        const c = this.control.decode(msg);
+        if (c) this.onPeerControl(c.vr, c.payload);
+        else this.counters.ctrl_rejected++;
+        break;
+      }
       case MsgType.ERROR: {
         try {
           const e = decodeError(msg);
@@ -376,6 +389,11 @@ export class FullVR {
     if (replaced !== null) this.dropMemberSession(replaced);
     this.engine.sendRaw(host, port, r.message);
     this.counters.joins++;
+    // A member from another site's subnet failed over to us: tell every peer to send its
+    // traffic here from now on (a host route beats the site's subnet in the GNDT).
+    if (!net.sites.some((s) => s.vr === this.cfg.id && safeContains(s.subnet, adm.answer.address))) {
+      for (const a of adm.answer.addresses) this.announceHost(net.id, a);
+    }
     log.info('member joined', {
       address: adm.answer.address,
       network: net.id,
@@ -383,6 +401,34 @@ export class FullVR {
       session: index,
       rejoin: replaced !== null || undefined,
     });
+  }
+
+  private announceHost(network: number, address: string): void {
+    for (const p of this.peers.currentSessions()) {
+      const m = this.control.encode(p.session, { op: 'host', network, address, vr: this.cfg.id });
+      if (m) this.engine.sendRaw(p.host, p.port, m);
+    }
+  }
+
+  private onPeerControl(vr: number, p: Record<string, unknown>): void {
+    if (p.op !== 'host' || typeof p.address !== 'string' || !Number.isInteger(p.network) || p.vr !== vr) return;
+    const net = this.networks.get(p.network as number);
+    // Only for networks we route, and only for addresses inside one of its sites.
+    if (!net || !net.sites.some((s) => safeContains(s.subnet, p.address as string))) return;
+    let m = this.hostRoutes.get(net.id);
+    if (!m) this.hostRoutes.set(net.id, (m = new Map()));
+    m.set(p.address, vr);
+    this.rebuildGndt(net.id);
+    this.counters.host_routes++;
+    log.info('host route', { network: net.id, address: p.address, vr });
+  }
+
+  /** GNDT of a network: its sites, plus host routes for members that failed over elsewhere. */
+  private rebuildGndt(id: number): void {
+    const n = this.networks.get(id);
+    if (!n) return;
+    const hosts = [...(this.hostRoutes.get(id) ?? new Map<string, number>())].map(([a, vr]) => ({ subnet: `${a}/${a.includes(':') ? 128 : 32}`, vr }));
+    this.tables.setGndt(id, [...n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })), ...hosts]);
   }
 
   private dropMemberSession(index: number): void {
@@ -455,9 +501,9 @@ export class FullVR {
       }
     }
     for (const id of this.tables.networks()) if (!newIds.has(id)) this.tables.removeNetwork(id);
-    for (const n of next.networks) this.tables.setGndt(n.id, n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })));
     this.networks.clear();
     for (const n of next.networks) this.networks.set(n.id, n);
+    for (const n of next.networks) this.rebuildGndt(n.id);
     this.peerMode = strongestMode(next.networks.map((n) => authModeOf(n.auth)));
     this.peers.setPeers(
       next.peers.map((p) => {
@@ -520,5 +566,13 @@ export class FullVR {
       peers: this.peers.status(),
       routing: this.tables.describe(),
     };
+  }
+}
+
+function safeContains(cidr: string, ip: string): boolean {
+  try {
+    return cidrContains(cidr, ip);
+  } catch {
+    return false;
   }
 }

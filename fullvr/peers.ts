@@ -7,6 +7,7 @@ import { monotonicMs, type AuthMode, type PacketEngine } from '../shared/packet-
 import type { SessionIndexAllocator } from '../shared/session-index.js';
 import { log } from '../shared/log.js';
 import { SessionKind, type FullvrDatapath } from './datapath.js';
+import type { PeerControl } from './peer-control.js';
 
 export interface PeerConfig {
   id: number;
@@ -48,6 +49,7 @@ export class Peers {
     private mode: AuthMode,
     private keepaliveMs: number,
     peers: PeerConfig[],
+    private control?: PeerControl,
   ) {
     for (const cfg of peers) this.addPeer(cfg);
   }
@@ -144,6 +146,7 @@ export class Peers {
     });
     this.datapath.sessionKind[s.index] = SessionKind.VR;
     this.datapath.sessionVr[s.index] = st.cfg.id;
+    this.control?.register(s.index, { txKey: s.txKey, rxKey: s.rxKey, remoteIndex: s.remoteIndex, vr: st.cfg.id });
     this.sessionPeer.set(s.index, st.cfg.id);
     st.remoteIndex.set(s.index, s.remoteIndex);
     if (st.oldest) this.dropSession(st, st.oldest);
@@ -159,6 +162,7 @@ export class Peers {
   }
 
   private dropSession(st: PeerState, index: number): void {
+    this.control?.unregister(index);
     this.engine.deleteSession(index);
     this.datapath.sessionKind[index] = SessionKind.NONE;
     this.sessionPeer.delete(index);
@@ -203,6 +207,16 @@ export class Peers {
         this.rehandshake(st, 'silent');
       }
     }
+  }
+
+  /** Current session of every peer that has one (for control messages). */
+  currentSessions(): Array<{ id: number; session: number; host: string; port: number }> {
+    const out: Array<{ id: number; session: number; host: string; port: number }> = [];
+    for (const st of this.peers.values()) {
+      const info = st.current ? this.engine.sessionInfo(st.current) : null;
+      if (info) out.push({ id: st.cfg.id, session: st.current, host: info.peerHost, port: info.peerPort });
+    }
+    return out;
   }
 
   /** Whether we have a session with that peer. */

@@ -16,6 +16,7 @@ describe.skipIf(!support.ok)('TinyVR failover to a secondary FullVR', () => {
       sites: [
         { name: 'a', kind: 'cloud', publicPrefix: '198.51.100.0/25', subnet: '10.1.0.0/24', vms: ['a1'] },
         { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: ['b1'] },
+        { name: 'c', kind: 'cloud', publicPrefix: '192.0.2.0/25', subnet: '10.3.0.0/24', vms: ['c1'] },
       ],
     });
     ov = new Overlay(
@@ -28,17 +29,19 @@ describe.skipIf(!support.ok)('TinyVR failover to a secondary FullVR', () => {
           sites: [
             { site: 'a', subnet: '10.1.0.0/24' },
             { site: 'b', subnet: '10.2.0.0/24' },
+            { site: 'c', subnet: '10.3.0.0/24' },
           ],
           token: 'blue-token-0123456789abcdef',
         },
       ],
-      ['a', 'b'],
+      ['a', 'b', 'c'],
     );
     await ov.startAllFullvrs();
     await waitFor(async () => (await ov.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 10_000);
     const b = ov.fullvrs.get('b')!;
     await ov.startTinyvr('a1', 'a', 1, ['--secondary', ov.endpoint('b'), '--secondary-key', b.publicKey]);
     await ov.startTinyvr('b1', 'b', 1);
+    await ov.startTinyvr('c1', 'c', 1);
   }, 60_000);
 
   afterAll(async () => {
@@ -71,6 +74,9 @@ describe.skipIf(!support.ok)('TinyVR failover to a secondary FullVR', () => {
     expect(st.onSecondary).toBe(true);
     expect(st.join.address).toBe('10.1.0.11');
     expect((await lab.ping('b1', '10.1.0.11', { count: 2 })).ok).toBe(true);
+    // A third site learned from the secondary (authenticated CTRL message) where a1 is now.
+    expect((await lab.ping('c1', '10.1.0.11', { count: 2 })).ok).toBe(true);
+    expect((await ov.fullvrStatus('c')).counters.host_routes).toBeGreaterThanOrEqual(1);
     await srv.exited;
   }, 60_000);
 });

@@ -1,0 +1,65 @@
+// Authenticated control messages between FullVRs (wire type 6, CTRL), e.g. "I now serve
+// host 10.1.0.11 of network 1" after a TinyVR failed over to us. They ride the VR-to-VR
+// session: the MAC key is derived from that session's data keys, so only the peer we
+// handshook with can produce them; a counter (time-based) refuses replays.
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { encodeHeader, HEADER_LEN, MsgType } from '../shared/wire.js';
+
+const TAG = 16;
+
+interface Keys {
+  tx: Buffer;
+  rx: Buffer;
+  remoteIndex: number;
+  vr: number;
+}
+
+function derive(k: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', k, Buffer.alloc(0), 'tinyvine vr control', 32));
+}
+
+export class PeerControl {
+  private keys = new Map<number, Keys>();
+  private lastCounter = new Map<number, bigint>();
+  private seq = 0n;
+
+  constructor(private selfId: number) {}
+
+  register(session: number, o: { txKey: Buffer; rxKey: Buffer; remoteIndex: number; vr: number }): void {
+    this.keys.set(session, { tx: derive(o.txKey), rx: derive(o.rxKey), remoteIndex: o.remoteIndex, vr: o.vr });
+  }
+
+  unregister(session: number): void {
+    this.keys.delete(session);
+  }
+
+  encode(session: number, payload: Record<string, unknown>): Buffer | null {
+    const k = this.keys.get(session);
+    if (!k) return null;
+    // Strictly increasing across restarts: wall-clock microseconds plus a sequence.
+    const counter = BigInt(Date.now()) * 1000n + (this.seq++ % 1000n);
+    const body = Buffer.from(JSON.stringify(payload));
+    const hdr = encodeHeader({ type: MsgType.QUEUE, mode: 0, hops: 0, receiverIndex: k.remoteIndex, senderId: this.selfId, networkId: 0, counter });
+    const tag = createHmac('sha256', k.tx).update(hdr).update(body).digest().subarray(0, TAG);
+    return Buffer.concat([hdr, body, tag]);
+  }
+
+  /** Verify a CTRL datagram; returns the sending VR and payload, or null (forged, replayed, malformed). */
+  decode(msg: Buffer): { vr: number; payload: Record<string, unknown> } | null {
+    if (msg.length < HEADER_LEN + TAG + 2) return null;
+    const k = this.keys.get(msg.readUInt32BE(4));
+    if (!k) return null;
+    const body = msg.subarray(HEADER_LEN, msg.length - TAG);
+    const want = createHmac('sha256', k.rx).update(msg.subarray(0, HEADER_LEN)).update(body).digest().subarray(0, TAG);
+    if (!timingSafeEqual(want, msg.subarray(msg.length - TAG))) return null;
+    const counter = msg.readBigUInt64BE(16);
+    if (counter <= (this.lastCounter.get(k.vr) ?? 0n)) return null;
+    this.lastCounter.set(k.vr, counter);
+    try {
+      const p = JSON.parse(body.toString('utf8'));
+      return typeof p === 'object' && p !== null && !Array.isArray(p) ? { vr: k.vr, payload: p } : null;
+    } catch {
+      return null;
+    }
+  }
+}
