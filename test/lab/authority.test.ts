@@ -161,6 +161,15 @@ describe.skipIf(!support.ok)('authority: networks managed through the CLI, table
     expect((await status('b')).joinRefusals.host_left ?? 0).toBeGreaterThanOrEqual(1);
   });
 
+  it('joining the host back through the CLI lets it in again', async () => {
+    const t0 = Date.now();
+    await cli('host', 'join', '10', '10.2.0.11');
+    // The FullVR accepts it at once; the TinyVR's next rejoin attempt (it backs off to 2 s) gets in.
+    await until('a1', '10.2.0.11', true, 6000);
+    console.log(`host join: reachable ${Date.now() - t0} ms after the CLI call`);
+    expect(Date.now() - t0).toBeLessThan(3500);
+  });
+
   it('restarting the authority loses nothing, and FullVRs resync', async () => {
     const before = await cli('net', 'list', '--json');
     await server.kill();
