@@ -1,7 +1,7 @@
 // Per-network authentication modes (docs/wire-format.md) and the MTU they leave for inner packets.
 import { AuthMode, HEADER_LEN, TAG_LEN } from './packet-engine.js';
 
-export type AuthName = 'none' | 'hmac' | 'aes-gcm' | 'chacha';
+export type AuthName = 'none' | 'hmac' | 'gmac' | 'aes-gcm' | 'chacha';
 
 export function authModeOf(name: AuthName | undefined): AuthMode {
   switch (name ?? 'hmac') {
@@ -9,6 +9,8 @@ export function authModeOf(name: AuthName | undefined): AuthMode {
       return AuthMode.NONE;
     case 'hmac':
       return AuthMode.HMAC;
+    case 'gmac':
+      return AuthMode.GMAC;
     case 'aes-gcm':
       return AuthMode.AES_GCM;
     case 'chacha':
@@ -20,7 +22,7 @@ export function authModeOf(name: AuthName | undefined): AuthMode {
 
 /** none < hmac < encryption: a link shared by several networks must satisfy the strictest. */
 export function strongestMode(modes: AuthMode[]): AuthMode {
-  const rank = (m: AuthMode): number => (m === AuthMode.NONE ? 0 : m === AuthMode.HMAC ? 1 : 2);
+  const rank = (m: AuthMode): number => (m === AuthMode.NONE ? 0 : m === AuthMode.HMAC || m === AuthMode.GMAC ? 1 : 2);
   let best: AuthMode = modes.length ? modes[0] : AuthMode.HMAC;
   for (const m of modes) if (rank(m) > rank(best)) best = m;
   return best;

@@ -34,7 +34,7 @@ export const DROP_REASON_NAMES: readonly string[] = Object.freeze([
   'oversize',
 ]);
 export const enum Action { DROP = -1, TUN = 0 }
-export const enum AuthMode { NONE = 0, HMAC = 1, AES_GCM = 2, CHACHA = 3 }
+export const enum AuthMode { NONE = 0, HMAC = 1, AES_GCM = 2, CHACHA = 3, GMAC = 4 }
 
 export interface SessionParams {
   peerHost: string;

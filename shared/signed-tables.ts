@@ -11,7 +11,7 @@ export interface TablesBody {
     id: number;
     name: string;
     mode: 'physical' | 'virtual';
-    auth: 'hmac' | 'aes-gcm' | 'chacha' | 'none';
+    auth: 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
     overlay?: string;
     sites: Array<{ name: string; subnet: string; vr: number }>;
     lan?: string[];

@@ -20,7 +20,7 @@ export const MsgType = {
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 
 /** Auth mode in flags bits 0–1: 0 none, 1 hmac, 2 aes-gcm, 3 chacha. */
-export type AuthModeValue = 0 | 1 | 2 | 3;
+export type AuthModeValue = 0 | 1 | 2 | 3 | 4;
 
 export const ErrorCode = { UNKNOWN_SESSION: 1 } as const;
 /** ERROR datagram: header ‖ code (1) ‖ receiver index that was not found (4). */
@@ -69,7 +69,7 @@ function isMsgType(n: number): n is MsgType {
 /** Writes h at buf[off..off+24) (allocating when buf is omitted) and returns buf. */
 export function encodeHeader(h: Header, buf: Buffer = Buffer.alloc(HEADER_LEN), off = 0): Buffer {
   if (!isMsgType(h.type)) throw new WireError('bad_type', `bad message type ${h.type}`);
-  if (!(h.mode === 0 || h.mode === 1 || h.mode === 2 || h.mode === 3)) throw new WireError('bad_mode', `bad auth mode ${h.mode}`);
+  if (!(h.mode === 0 || h.mode === 1 || h.mode === 2 || h.mode === 3 || h.mode === 4)) throw new WireError('bad_mode', `bad auth mode ${h.mode}`);
   if (!Number.isInteger(h.hops) || h.hops < 0 || h.hops > MAX_HOPS) throw new WireError('hop_limit', `bad hops ${h.hops}`);
   if (!isU32(h.receiverIndex) || !isU32(h.senderId) || !isU32(h.networkId)) throw new WireError('bad_field', 'index/id out of u32 range');
   if (typeof h.counter !== 'bigint' || h.counter < 0n || h.counter > U64_MAX) throw new WireError('bad_field', 'counter out of u64 range');
@@ -97,7 +97,7 @@ export function decodeHeader(buf: Buffer, off = 0): Header {
   if (hops > MAX_HOPS) throw new WireError('hop_limit', `hops ${hops} > ${MAX_HOPS}`);
   return {
     type,
-    mode: (buf[off + 2] & 3) as AuthModeValue,
+    mode: (buf[off + 2] & 7) as AuthModeValue,
     hops,
     receiverIndex: buf.readUInt32BE(off + 4),
     senderId: buf.readUInt32BE(off + 8),

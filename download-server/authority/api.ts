@@ -130,7 +130,7 @@ const NetworkBody = z.strictObject({
   id: num,
   name: str(64),
   mode: z.enum(['physical', 'virtual']).optional(),
-  auth: z.enum(['hmac', 'aes-gcm', 'chacha', 'none']).optional(),
+  auth: z.enum(['hmac', 'gmac', 'aes-gcm', 'chacha', 'none']).optional(),
   overlay: str(64).nullable().optional(),
   blockPrefix: num.nullable().optional(),
   sites: z.array(str(64)).max(1000),

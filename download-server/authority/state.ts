@@ -28,7 +28,7 @@ export const MAX_ID = 0xffffffff;
 export const CHANGELOG_LIMIT = 1000;
 
 export type NetworkMode = 'physical' | 'virtual';
-export type NetworkAuth = 'hmac' | 'aes-gcm' | 'chacha' | 'none';
+export type NetworkAuth = 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
 export type Role = 'admin' | 'site-admin' | 'network-admin' | 'user';
 export type Nat = 'public' | 'limited';
 
@@ -428,7 +428,7 @@ export function createNetwork(s: State, input: NetworkInput, ctx: Ctx): Applied<
   const id = checkId('network id', input.id);
   const name = checkNetName(input.name);
   const mode = oneOf('mode', input.mode ?? 'physical', ['physical', 'virtual'] as const);
-  const auth = oneOf('auth', input.auth ?? 'hmac', ['hmac', 'aes-gcm', 'chacha', 'none'] as const);
+  const auth = oneOf('auth', input.auth ?? 'hmac', ['hmac', 'gmac', 'aes-gcm', 'chacha', 'none'] as const);
   const sites = uniqueNames(input.sites, 'sites');
   if (sites.length === 0) throw bad(`network ${id} needs at least one site`);
   let overlay: string | null = null;
@@ -895,7 +895,7 @@ export const StateSchema = z.strictObject({
       id: zNum,
       name: z.string(),
       mode: z.enum(['physical', 'virtual']),
-      auth: z.enum(['hmac', 'aes-gcm', 'chacha', 'none']),
+      auth: z.enum(['hmac', 'gmac', 'aes-gcm', 'chacha', 'none']),
       overlay: z.string().nullable(),
       blockPrefix: z.number().int().nullable(),
       sites: z.array(z.string()),

@@ -42,7 +42,7 @@ int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int 
   if (key_len != TV_KEY_LEN) return -1;
   if (mode == AUTH_HMAC) return hmac_init(k, key, key_len);
   const EVP_CIPHER *cipher;
-  if (mode == AUTH_AES_GCM) cipher = EVP_aes_256_gcm();
+  if (mode == AUTH_AES_GCM || mode == AUTH_GMAC) cipher = EVP_aes_256_gcm();
   else if (mode == AUTH_CHACHA) cipher = EVP_chacha20_poly1305();
   else return -1;
   k->aead = EVP_CIPHER_CTX_new();
@@ -84,8 +84,13 @@ int tv_seal(tv_keyctx *k, uint8_t *dgram, size_t plen) {
   make_nonce(nonce, dgram);
   EVP_CIPHER_CTX *c = k->aead;
   if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) != 1) return -1;
-  if (EVP_EncryptUpdate(c, NULL, &outl, dgram, TV_HEADER_LEN) != 1) return -1;
-  if (plen && EVP_EncryptUpdate(c, dgram + TV_HEADER_LEN, &outl, dgram + TV_HEADER_LEN, (int)plen) != 1) return -1;
+  if (k->mode == AUTH_GMAC) {
+    /* Authenticate only: the whole datagram is associated data, the payload stays in clear. */
+    if (EVP_EncryptUpdate(c, NULL, &outl, dgram, (int)(TV_HEADER_LEN + plen)) != 1) return -1;
+  } else {
+    if (EVP_EncryptUpdate(c, NULL, &outl, dgram, TV_HEADER_LEN) != 1) return -1;
+    if (plen && EVP_EncryptUpdate(c, dgram + TV_HEADER_LEN, &outl, dgram + TV_HEADER_LEN, (int)plen) != 1) return -1;
+  }
   if (EVP_EncryptFinal_ex(c, scratch, &outl) != 1) return -1;
   if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TV_TAG_LEN, tag) != 1) return -1;
   return 0;
@@ -105,8 +110,12 @@ int tv_open(tv_keyctx *k, uint8_t *dgram, size_t plen) {
   memcpy(tagcopy, tag, TV_TAG_LEN);
   EVP_CIPHER_CTX *c = k->aead;
   if (EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) != 1) return 0;
-  if (EVP_DecryptUpdate(c, NULL, &outl, dgram, TV_HEADER_LEN) != 1) return 0;
-  if (plen && EVP_DecryptUpdate(c, dgram + TV_HEADER_LEN, &outl, dgram + TV_HEADER_LEN, (int)plen) != 1) return 0;
+  if (k->mode == AUTH_GMAC) {
+    if (EVP_DecryptUpdate(c, NULL, &outl, dgram, (int)(TV_HEADER_LEN + plen)) != 1) return 0;
+  } else {
+    if (EVP_DecryptUpdate(c, NULL, &outl, dgram, TV_HEADER_LEN) != 1) return 0;
+    if (plen && EVP_DecryptUpdate(c, dgram + TV_HEADER_LEN, &outl, dgram + TV_HEADER_LEN, (int)plen) != 1) return 0;
+  }
   if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, TV_TAG_LEN, tagcopy) != 1) return 0;
   /* OpenSSL compares the tag in constant time. */
   return EVP_DecryptFinal_ex(c, scratch, &outl) > 0;

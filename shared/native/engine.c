@@ -741,7 +741,7 @@ static napi_value Engine_setSession(napi_env env, napi_callback_info info) {
       !arg_u32(env, argv[3], "remoteIndex", &remote_index) || !arg_u32(env, argv[4], "senderId", &sender_id) ||
       !arg_i32(env, argv[5], "mode", &mode))
     return NULL;
-  if (mode < AUTH_NONE || mode > AUTH_CHACHA) {
+  if (mode < AUTH_NONE || mode > AUTH_GMAC) {
     napi_throw_range_error(env, NULL, "mode must be 0..3");
     return NULL;
   }
@@ -896,8 +896,8 @@ static int classify(tv_engine *e, uint8_t *d, size_t len, int truncated, const u
   m[M_SENDER] = (int32_t)tv_rd32(d + 8);
   m[M_NETWORK] = m[M_OUTNET] = (int32_t)tv_rd32(d + 12);
   if (d[3] > TV_MAX_HOPS) return DR_HOP_LIMIT;
-  if (d[2] & ~3) return DR_BAD_MODE;
-  int mode = d[2] & 3;
+  if ((d[2] & ~7) || (d[2] & 7) > AUTH_GMAC) return DR_BAD_MODE;
+  int mode = d[2] & 7;
   if (type != T_DATA && type != T_KEEPALIVE) {
     /* INIT/RESP/ERROR (and reserved QUEUE) go to the control plane raw. */
     if (mode != AUTH_NONE) return DR_BAD_MODE;

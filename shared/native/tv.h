@@ -28,7 +28,8 @@ enum {
   DR_BAD_TAG, DR_REPLAY, DR_HOP_LIMIT, DR_OVERSIZE, DR_COUNT
 };
 enum { T_DATA = 1, T_KEEPALIVE, T_INIT, T_RESP, T_ERROR, T_QUEUE };
-enum { AUTH_NONE = 0, AUTH_HMAC, AUTH_AES_GCM, AUTH_CHACHA };
+/* AUTH_GMAC: AES-256-GCM over header and payload as associated data only (no encryption). */
+enum { AUTH_NONE = 0, AUTH_HMAC, AUTH_AES_GCM, AUTH_CHACHA, AUTH_GMAC };
 #define ACTION_DROP (-1)
 #define ACTION_TUN 0
 

@@ -36,8 +36,8 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
   --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN/server logs) after the run
   --join-cpu-prof DIR   run the GET /join load-test server with node --cpu-prof, profile into DIR`;
 
-type Mode = 'hmac' | 'aes-gcm' | 'chacha' | 'none';
-const MODES: Mode[] = ['hmac', 'aes-gcm', 'chacha', 'none'];
+type Mode = 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
+const MODES: Mode[] = ['hmac', 'gmac', 'aes-gcm', 'chacha', 'none'];
 
 // ---------------------------------------------------------------------------
 // arguments

@@ -17,7 +17,7 @@ export interface NetworkSpec {
   id: number;
   name: string;
   mode: 'physical' | 'virtual';
-  auth?: 'hmac' | 'aes-gcm' | 'chacha' | 'none';
+  auth?: 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
   overlay?: string;
   /** GNDT: subnet -> FullVR (by lab site name). */
   sites: Array<{ site: string; subnet: string }>;

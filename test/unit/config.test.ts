@@ -186,7 +186,7 @@ describe('FullVR config: each error is one line naming file and field', () => {
     ],
     ['overlay in physical mode', (c) => (c.networks[0].overlay = '10.0.0.0/8'), 'fullvr.yaml: networks[0].overlay: is only used with mode: virtual'],
     ['bad mode', (c) => (c.networks[0].mode = 'mesh'), 'fullvr.yaml: networks[0].mode: "mesh" is not one of physical | virtual'],
-    ['bad auth', (c) => (c.networks[0].auth = 'aes'), 'fullvr.yaml: networks[0].auth: "aes" is not one of hmac | aes-gcm | chacha | none'],
+    ['bad auth', (c) => (c.networks[0].auth = 'aes'), 'fullvr.yaml: networks[0].auth: "aes" is not one of hmac | gmac | aes-gcm | chacha | none'],
     ['no sites', (c) => (c.networks[0].sites = []), 'fullvr.yaml: networks[0].sites: must have at least 1 entry'],
     ['sites not a list', (c) => (c.networks[0].sites = { a: 1 }), 'fullvr.yaml: networks[0].sites: expected a list, got a mapping'],
     ['unknown site vr', (c) => (c.networks[0].sites[1].vr = 7), 'fullvr.yaml: networks[0].sites[1].vr: 7 is neither this VR (id 1) nor one of peers[].id'],

@@ -64,6 +64,17 @@ function nonceOf(hdr: Buffer): Buffer {
 
 const AEAD = { [AuthMode.AES_GCM]: 'aes-256-gcm', [AuthMode.CHACHA]: 'chacha20-poly1305' } as const;
 
+/** AES-GMAC reference: GCM with header and payload as associated data, nothing encrypted. */
+function gmacTag(key: Buffer, hdr: Buffer, payload: Buffer): Buffer {
+  const c = createCipheriv('aes-256-gcm', key, nonceOf(hdr), { authTagLength: TAG_LEN } as never) as ReturnType<typeof createCipheriv> & {
+    setAAD(b: Buffer): void;
+    getAuthTag(): Buffer;
+  };
+  c.setAAD(Buffer.concat([hdr, payload]));
+  c.final();
+  return c.getAuthTag();
+}
+
 function encode(mode: AuthMode, key: Buffer, h: Hdr, payload: Buffer): Buffer {
   const hdr = header(h, mode);
   if (mode === AuthMode.NONE) return Buffer.concat([hdr, payload]);
@@ -71,7 +82,8 @@ function encode(mode: AuthMode, key: Buffer, h: Hdr, payload: Buffer): Buffer {
     const tag = createHmac('sha256', key).update(hdr).update(payload).digest().subarray(0, TAG_LEN);
     return Buffer.concat([hdr, payload, tag]);
   }
-  const c = createCipheriv(AEAD[mode], key, nonceOf(hdr), { authTagLength: TAG_LEN } as never) as ReturnType<typeof createCipheriv> & {
+  if (mode === AuthMode.GMAC) return Buffer.concat([hdr, payload, gmacTag(key, hdr, payload)]);
+  const c = createCipheriv(AEAD[mode as AuthMode.AES_GCM | AuthMode.CHACHA], key, nonceOf(hdr), { authTagLength: TAG_LEN } as never) as ReturnType<typeof createCipheriv> & {
     setAAD(b: Buffer, o?: object): void;
     getAuthTag(): Buffer;
   };
@@ -103,8 +115,10 @@ function decode(mode: AuthMode, key: Buffer, d: Buffer): Decoded {
   if (mode === AuthMode.HMAC) {
     const want = createHmac('sha256', key).update(d.subarray(0, d.length - TAG_LEN)).digest().subarray(0, TAG_LEN);
     if (!want.equals(tag)) throw new Error('bad HMAC tag');
+  } else if (mode === AuthMode.GMAC) {
+    if (!gmacTag(key, hdr, body).equals(tag)) throw new Error('bad GMAC tag');
   } else if (mode !== AuthMode.NONE) {
-    const c = createDecipheriv(AEAD[mode], key, nonceOf(hdr), { authTagLength: TAG_LEN } as never) as ReturnType<typeof createDecipheriv> & {
+    const c = createDecipheriv(AEAD[mode as AuthMode.AES_GCM | AuthMode.CHACHA], key, nonceOf(hdr), { authTagLength: TAG_LEN } as never) as ReturnType<typeof createDecipheriv> & {
       setAAD(b: Buffer, o?: object): void;
       setAuthTag(b: Buffer): void;
     };
@@ -381,6 +395,7 @@ const MODES: [string, AuthMode][] = [
   ['hmac', AuthMode.HMAC],
   ['aes-gcm', AuthMode.AES_GCM],
   ['chacha', AuthMode.CHACHA],
+  ['gmac', AuthMode.GMAC],
 ];
 
 // ---------- tests ----------

@@ -79,7 +79,7 @@ describe('wire header', () => {
 
   it('refuses to encode out-of-range fields', () => {
     expect(reason(() => encodeHeader({ ...sample, type: 9 as never }))).toBe('bad_type');
-    expect(reason(() => encodeHeader({ ...sample, mode: 4 as never }))).toBe('bad_mode');
+    expect(reason(() => encodeHeader({ ...sample, mode: 5 as never }))).toBe('bad_mode');
     expect(reason(() => encodeHeader({ ...sample, hops: 4 }))).toBe('hop_limit');
     expect(reason(() => encodeHeader({ ...sample, receiverIndex: 2 ** 32 }))).toBe('bad_field');
     expect(reason(() => encodeHeader({ ...sample, senderId: -1 }))).toBe('bad_field');
@@ -90,7 +90,7 @@ describe('wire header', () => {
 
   it('ignores reserved flag bits on decode', () => {
     const b = encodeHeader(sample);
-    b[2] = 0xfd;
+    b[2] = 0xf9; // mode 1 in the low 3 bits, reserved bits set
     expect(decodeHeader(b).mode).toBe(1);
   });
 
