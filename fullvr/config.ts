@@ -40,8 +40,8 @@ const NetworkSchema = z.strictObject({
   // physical: members keep their own addresses, sites are real disjoint subnets;
   // virtual: members get addresses from `overlay`, each site owns a block of it
   mode: z.enum(['physical', 'virtual']).default('physical'),
-  // per-packet protection: hmac (HMAC-SHA256, default) | gmac (AES-GMAC, authenticated, fastest with AES-NI) | aes-gcm | chacha (encrypted) | none
-  auth: z.enum(['hmac', 'gmac', 'aes-gcm', 'chacha', 'none']).default('hmac'),
+  // per-packet protection: gmac (AES-GMAC, authenticated, default: cheapest with AES-NI) | hmac (HMAC-SHA256) | aes-gcm | chacha (encrypted) | none
+  auth: z.enum(['hmac', 'gmac', 'aes-gcm', 'chacha', 'none']).default('gmac'),
   // virtual mode only: the overlay address space; every site subnet lies inside it
   overlay: zPrefix.optional(),
   // GNDT: subnet -> VR that serves it (longest prefix wins)

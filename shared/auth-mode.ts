@@ -4,7 +4,7 @@ import { AuthMode, HEADER_LEN, TAG_LEN } from './packet-engine.js';
 export type AuthName = 'none' | 'hmac' | 'gmac' | 'aes-gcm' | 'chacha';
 
 export function authModeOf(name: AuthName | undefined): AuthMode {
-  switch (name ?? 'hmac') {
+  switch (name ?? 'gmac') {
     case 'none':
       return AuthMode.NONE;
     case 'hmac':

@@ -428,7 +428,7 @@ export function createNetwork(s: State, input: NetworkInput, ctx: Ctx): Applied<
   const id = checkId('network id', input.id);
   const name = checkNetName(input.name);
   const mode = oneOf('mode', input.mode ?? 'physical', ['physical', 'virtual'] as const);
-  const auth = oneOf('auth', input.auth ?? 'hmac', ['hmac', 'gmac', 'aes-gcm', 'chacha', 'none'] as const);
+  const auth = oneOf('auth', input.auth ?? 'gmac', ['hmac', 'gmac', 'aes-gcm', 'chacha', 'none'] as const);
   const sites = uniqueNames(input.sites, 'sites');
   if (sites.length === 0) throw bad(`network ${id} needs at least one site`);
   let overlay: string | null = null;

@@ -94,7 +94,7 @@ export class Overlay {
         id: n.id,
         name: n.name,
         mode: n.mode,
-        auth: n.auth ?? 'hmac',
+        ...(n.auth ? { auth: n.auth } : {}),
         ...(n.overlay ? { overlay: n.overlay } : {}),
         // A site with several subnets (IPv4 and IPv6) gets one GNDT entry per subnet, uniquely named.
         sites: n.sites.map((s, i) => ({ name: n.sites.filter((x) => x.site === s.site).length > 1 ? `${s.site}-${i}` : s.site, subnet: s.subnet, vr: vrOf(s.site) })),

@@ -136,8 +136,8 @@ describe('authority CLI', () => {
 
     const nets = await ok('net', ['list']);
     expect(nets).toMatch(/^ID\s+NAME\s+MODE\s+AUTH\s+STATE\s+OVERLAY\s+HOSTS\s+SITES$/m);
-    expect(nets).toMatch(/^10\s+lab\s+physical\s+hmac\s+active\s+-\s+1\s+a, b, c$/m);
-    expect(nets).toMatch(/^20\s+v\s+virtual\s+hmac\s+active\s+172\.16\.0\.0\/16\s+1\s+a=172\.16\.0\.0\/24$/m);
+    expect(nets).toMatch(/^10\s+lab\s+physical\s+gmac\s+active\s+-\s+1\s+a, b, c$/m);
+    expect(nets).toMatch(/^20\s+v\s+virtual\s+gmac\s+active\s+172\.16\.0\.0\/16\s+1\s+a=172\.16\.0\.0\/24$/m);
     expect(await ok('net', ['show', '10'])).toContain('10.2.0.7');
 
     // tokens: human output is one signed token per line after a comment

@@ -131,7 +131,7 @@ describe('networks', () => {
   it('creates physical and virtual networks (virtual: one block per site)', () => {
     const s = world();
     const n = listNetworks(s)[0];
-    expect(n).toMatchObject({ id: 10, name: 'lab', mode: 'physical', auth: 'hmac', overlay: null, sites: ['a', 'b', 'c'], blocks: {}, state: 'active', owners: [] });
+    expect(n).toMatchObject({ id: 10, name: 'lab', mode: 'physical', auth: 'gmac', overlay: null, sites: ['a', 'b', 'c'], blocks: {}, state: 'active', owners: [] });
     const v = createNetwork(s, { id: 20, name: 'v', mode: 'virtual', auth: 'chacha', overlay: '172.16.0.0/16', sites: ['a', 'b'], owner: 'tok1' }, ctx).result;
     expect(v).toMatchObject({ overlay: '172.16.0.0/16', blockPrefix: 24, blocks: { a: '172.16.0.0/24', b: '172.16.1.0/24' }, owners: ['tok1'] });
     const v6 = createNetwork(s, { id: 21, name: 'v6', mode: 'virtual', overlay: 'fd00:1::/48', sites: ['a', 'b'] }, ctx).result;
@@ -411,7 +411,7 @@ describe('computeTables', () => {
       { name: 'b.2', subnet: '192.168.2.0/24', vr: 2 },
       { name: 'c', subnet: '10.3.0.0/16', vr: 1 }, // limited FullVR 3 -> its queue-VR 1
     ]);
-    expect(t.networks[0]).toMatchObject({ name: 'lab', mode: 'physical', auth: 'hmac', lan: [] });
+    expect(t.networks[0]).toMatchObject({ name: 'lab', mode: 'physical', auth: 'gmac', lan: [] });
     expect(t.networks[0]).not.toHaveProperty('overlay');
     // 3 is a peer (it opens sessions to us), flagged as limited
     expect(t.peers.map((p) => p.id)).toEqual([1, 3]);

@@ -111,7 +111,7 @@ describe('FullVR config: valid files', () => {
     expect(cfg.control).toBeUndefined();
     expect(cfg.privateKey).toBe(PRIV);
     expect(cfg.networks[0].mode).toBe('physical');
-    expect(cfg.networks[0].auth).toBe('hmac');
+    expect(cfg.networks[0].auth).toBe('gmac');
     expect(cfg.networks[1].lan).toEqual([]);
     expect(cfg.networks[1].auth).toBe('chacha');
   });
