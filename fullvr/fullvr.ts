@@ -304,6 +304,7 @@ export class FullVR {
       const s = meta[b + M.SESSION];
       // Members learn we are alive from our answer; peers send their own keepalives.
       if (this.datapath.sessionKind[s] === SessionKind.MEMBER) this.engine.sendKeepalive(s);
+      else if (this.datapath.sessionKind[s] === SessionKind.VR) this.peers.confirm(s);
       return;
     }
     const off = i * SLOT_SIZE + meta[b + M.OFF];

@@ -26,6 +26,8 @@ interface PeerState {
   previous: number;
   /** The one before previous: two routers initiating at once can briefly make three sessions. */
   oldest: number;
+  /** Responder-side session not yet confirmed by the initiator (received on, not sent on). */
+  pending: number;
   remoteIndex: Map<number, number>; // our session -> their index (to match ERROR messages)
   upSince: number;
   installedMono: number;
@@ -66,6 +68,7 @@ export class Peers {
         if (st.current) this.dropSession(st, st.current);
         if (st.previous) this.dropSession(st, st.previous);
         if (st.oldest) this.dropSession(st, st.oldest);
+        if (st.pending) this.dropSession(st, st.pending);
         this.peers.delete(id);
         this.datapath.vrSession.delete(id);
       }
@@ -84,6 +87,7 @@ export class Peers {
         current: 0,
         previous: 0,
         oldest: 0,
+        pending: 0,
         remoteIndex: new Map(),
         upSince: 0,
         installedMono: 0,
@@ -131,10 +135,20 @@ export class Peers {
   /** Responder side: a peer opened a session to us. */
   accept(peerId: number, index: number, remoteIndex: number, txKey: Buffer, rxKey: Buffer, host: string, port: number): void {
     const st = this.peers.get(peerId)!;
-    this.install(st, { index, remoteIndex, remoteSenderId: peerId, txKey, rxKey, payload: {} }, host, port);
+    this.install(st, { index, remoteIndex, remoteSenderId: peerId, txKey, rxKey, payload: {} }, host, port, false);
   }
 
-  private install(st: PeerState, s: Established, host = st.cfg.host, port = st.cfg.port): void {
+  /**
+   * A keepalive (or the first packet) arrived on a session: if it is the responder-side session
+   * we have been holding back, the initiator has it too now, so start sending on it.
+   */
+  confirm(session: number): void {
+    const id = this.sessionPeer.get(session);
+    const st = id === undefined ? undefined : this.peers.get(id);
+    if (st && st.pending === session) this.promote(st, session);
+  }
+
+  private install(st: PeerState, s: Established, host = st.cfg.host, port = st.cfg.port, confirmed = true): void {
     this.engine.setSession(s.index, {
       peerHost: host,
       peerPort: port,
@@ -149,16 +163,32 @@ export class Peers {
     this.control?.register(s.index, { txKey: s.txKey, rxKey: s.rxKey, remoteIndex: s.remoteIndex, vr: st.cfg.id });
     this.sessionPeer.set(s.index, st.cfg.id);
     st.remoteIndex.set(s.index, s.remoteIndex);
+    if (s.rttMs !== undefined) st.rttMs = s.rttMs;
+    st.initiator.stop();
+    if (!confirmed && st.current) {
+      // Responder side while a working session exists: the initiator may not have our RESP
+      // yet, so sending on this session now could hit "unknown session" over there. Receive
+      // on it at once; send on it after the initiator's first keepalive confirms it.
+      if (st.pending) this.dropSession(st, st.pending);
+      st.pending = s.index;
+      log.info('peer session pending confirmation', { peer: st.cfg.id, session: s.index });
+      return;
+    }
+    this.promote(st, s.index);
+    // Key confirmation for the responder: our first packet on the new session.
+    if (confirmed) this.engine.sendKeepalive(s.index);
+    log.info('peer session up', { peer: st.cfg.id, endpoint: `${host}:${port}`, session: s.index });
+  }
+
+  private promote(st: PeerState, index: number): void {
+    if (st.pending === index) st.pending = 0;
     if (st.oldest) this.dropSession(st, st.oldest);
     st.oldest = st.previous;
     st.previous = st.current;
-    st.current = s.index;
+    st.current = index;
     st.installedMono = monotonicMs();
-    if (s.rttMs !== undefined) st.rttMs = s.rttMs;
-    st.initiator.stop();
     if (!st.upSince) st.upSince = Date.now();
-    this.datapath.vrSession.set(st.cfg.id, s.index);
-    log.info('peer session up', { peer: st.cfg.id, endpoint: `${host}:${port}`, session: s.index });
+    this.datapath.vrSession.set(st.cfg.id, index);
   }
 
   private dropSession(st: PeerState, index: number): void {
@@ -174,7 +204,7 @@ export class Peers {
   onUnknownSession(theirIndex: number, fromHost: string): void {
     for (const st of this.peers.values()) {
       for (const [ours, theirs] of st.remoteIndex) {
-        if (theirs === theirIndex && (ours === st.current || ours === st.previous || ours === st.oldest)) {
+        if (theirs === theirIndex && (ours === st.current || ours === st.previous || ours === st.oldest || ours === st.pending)) {
           this.rehandshake(st, `peer ${st.cfg.id} (${fromHost}) lost our session`);
           return;
         }
