@@ -2,7 +2,7 @@
 // secondary within 5 s, keeps its address, and the TCP connection survives.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupport, type Lab } from './topology.js';
-import { Overlay, TINYVR_CONTROL, waitFor } from './overlay-harness.js';
+import { blueNetwork, cloud, Overlay, TINYVR_CONTROL, waitFor } from './overlay-harness.js';
 
 const support = await labSupport(['ip', 'nft', 'ping', 'curl', 'iperf3']);
 if (!support.ok) console.warn(`SKIP failover lab tests: ${support.reason}`);
@@ -13,27 +13,11 @@ describe.skipIf(!support.ok)('TinyVR failover to a secondary FullVR', () => {
 
   beforeAll(async () => {
     lab = await createLab({
-      sites: [
-        { name: 'a', kind: 'cloud', publicPrefix: '198.51.100.0/25', subnet: '10.1.0.0/24', vms: ['a1'] },
-        { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: ['b1'] },
-        { name: 'c', kind: 'cloud', publicPrefix: '192.0.2.0/25', subnet: '10.3.0.0/24', vms: ['c1'] },
-      ],
+      sites: [cloud('a', ['a1']), cloud('b', ['b1']), cloud('c', ['c1'])],
     });
     ov = new Overlay(
       lab,
-      [
-        {
-          id: 1,
-          name: 'blue',
-          mode: 'physical',
-          sites: [
-            { site: 'a', subnet: '10.1.0.0/24' },
-            { site: 'b', subnet: '10.2.0.0/24' },
-            { site: 'c', subnet: '10.3.0.0/24' },
-          ],
-          token: 'blue-token-0123456789abcdef',
-        },
-      ],
+      [blueNetwork(['a', 'b', 'c'])],
       ['a', 'b', 'c'],
     );
     await ov.startAllFullvrs();

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { generateKeyPair } from '../../shared/handshake.js';
-import type { Lab } from './topology.js';
+import type { CloudSiteSpec, Lab } from './topology.js';
 import type { SpawnHandle } from './netns.js';
 
 export const CLI = resolve(import.meta.dirname, '../../dist/tinyvine.mjs');
@@ -33,6 +33,23 @@ export interface FullvrHandle {
   privateKey: string;
   configPath: string;
   proc: SpawnHandle | null;
+}
+
+/** The lab's standard clouds: public prefix from the documentation ranges, private subnet. */
+const CLOUDS = {
+  a: ['198.51.100.0/25', '10.1.0.0/24'],
+  b: ['203.0.113.0/25', '10.2.0.0/24'],
+  c: ['192.0.2.0/25', '10.3.0.0/24'],
+} as const;
+export type CloudName = keyof typeof CLOUDS;
+
+export function cloud(name: CloudName, vms: string[], extra: Partial<CloudSiteSpec> = {}): CloudSiteSpec {
+  return { name, kind: 'cloud', publicPrefix: CLOUDS[name][0], subnet: CLOUDS[name][1], vms, ...extra };
+}
+
+/** One physical-mode network spanning the standard clouds' subnets. */
+export function blueNetwork(sites: CloudName[], extra: Partial<NetworkSpec> = {}): NetworkSpec {
+  return { id: 1, name: 'blue', mode: 'physical', sites: sites.map((site) => ({ site, subnet: CLOUDS[site][1] })), token: 'blue-token-0123456789abcdef', ...extra };
 }
 
 export interface OverlayOptions {

@@ -2,7 +2,7 @@
 // sessions itself; the others reach its site through its queue-VR, which relays.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLab, labSupport, type Lab } from './topology.js';
-import { Overlay, waitFor } from './overlay-harness.js';
+import { blueNetwork, cloud, Overlay, waitFor } from './overlay-harness.js';
 
 const support = await labSupport(['ip', 'nft', 'ping', 'curl']);
 if (!support.ok) console.warn(`SKIP queue-VR lab tests: ${support.reason}`);
@@ -13,27 +13,11 @@ describe.skipIf(!support.ok)('queue-VR relay for a FullVR behind NAT', () => {
 
   beforeAll(async () => {
     lab = await createLab({
-      sites: [
-        { name: 'a', kind: 'cloud', publicPrefix: '198.51.100.0/25', subnet: '10.1.0.0/24', vms: ['a1'] },
-        { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: ['b1'] },
-        { name: 'c', kind: 'cloud', publicPrefix: '192.0.2.0/25', subnet: '10.3.0.0/24', vms: ['c1'], fullvrBehindNat: true },
-      ],
+      sites: [cloud('a', ['a1']), cloud('b', ['b1']), cloud('c', ['c1'], { fullvrBehindNat: true })],
     });
     ov = new Overlay(
       lab,
-      [
-        {
-          id: 1,
-          name: 'blue',
-          mode: 'physical',
-          sites: [
-            { site: 'a', subnet: '10.1.0.0/24' },
-            { site: 'b', subnet: '10.2.0.0/24' },
-            { site: 'c', subnet: '10.3.0.0/24' },
-          ],
-          token: 'blue-token-0123456789abcdef',
-        },
-      ],
+      [blueNetwork(['a', 'b', 'c'])],
       ['a', 'b', 'c'],
       { limited: { c: 'a' } },
     );
@@ -88,11 +72,7 @@ describe.skipIf(!support.ok)('queue-VR over TCP when the limited site blocks UDP
 
   beforeAll(async () => {
     lab = await createLab({
-      sites: [
-        { name: 'a', kind: 'cloud', publicPrefix: '198.51.100.0/25', subnet: '10.1.0.0/24', vms: ['a1'] },
-        { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: ['b1'] },
-        { name: 'c', kind: 'cloud', publicPrefix: '192.0.2.0/25', subnet: '10.3.0.0/24', vms: ['c1'], fullvrBehindNat: true },
-      ],
+      sites: [cloud('a', ['a1']), cloud('b', ['b1']), cloud('c', ['c1'], { fullvrBehindNat: true })],
     });
     // Site c's firewall lets no UDP out to the internet (TCP still passes).
     await lab.exec('c-rt', ['nft', '-f', '-'], {
@@ -100,19 +80,7 @@ describe.skipIf(!support.ok)('queue-VR over TCP when the limited site blocks UDP
     });
     ov = new Overlay(
       lab,
-      [
-        {
-          id: 1,
-          name: 'blue',
-          mode: 'physical',
-          sites: [
-            { site: 'a', subnet: '10.1.0.0/24' },
-            { site: 'b', subnet: '10.2.0.0/24' },
-            { site: 'c', subnet: '10.3.0.0/24' },
-          ],
-          token: 'blue-token-0123456789abcdef',
-        },
-      ],
+      [blueNetwork(['a', 'b', 'c'])],
       ['a', 'b', 'c'],
       { limited: { c: 'a' } },
     );
