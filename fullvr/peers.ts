@@ -164,19 +164,20 @@ export class Peers {
     this.sessionPeer.set(s.index, st.cfg.id);
     st.remoteIndex.set(s.index, s.remoteIndex);
     if (s.rttMs !== undefined) st.rttMs = s.rttMs;
-    st.initiator.stop();
-    if (!confirmed && st.current) {
-      // Responder side while a working session exists: the initiator may not have our RESP
-      // yet, so sending on this session now could hit "unknown session" over there. Receive
-      // on it at once; send on it after the initiator's first keepalive confirms it.
+    if (!confirmed) {
+      // Responder side: the initiator may not have our RESP yet, so sending on this session
+      // now could hit "unknown session" over there. Receive on it at once; send on it after
+      // the initiator's first keepalive (sent as soon as it installs the session) confirms it.
       if (st.pending) this.dropSession(st, st.pending);
       st.pending = s.index;
       log.info('peer session pending confirmation', { peer: st.cfg.id, session: s.index });
       return;
     }
+    // Our own handshake is done; a crossing one from the peer may still land as pending.
+    st.initiator.stop();
     this.promote(st, s.index);
     // Key confirmation for the responder: our first packet on the new session.
-    if (confirmed) this.engine.sendKeepalive(s.index);
+    this.engine.sendKeepalive(s.index);
     log.info('peer session up', { peer: st.cfg.id, endpoint: `${host}:${port}`, session: s.index });
   }
 

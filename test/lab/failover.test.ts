@@ -21,7 +21,7 @@ describe.skipIf(!support.ok)('TinyVR failover to a secondary FullVR', () => {
       ['a', 'b', 'c'],
     );
     await ov.startAllFullvrs();
-    await waitFor(async () => (await ov.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 10_000);
+    await ov.waitPeersUp();
     const b = ov.fullvrs.get('b')!;
     await ov.startTinyvr('a1', 'a', 1, ['--secondary', ov.endpoint('b'), '--secondary-key', b.publicKey]);
     await ov.startTinyvr('b1', 'b', 1);

@@ -61,7 +61,7 @@ describe.skipIf(!support.ok)('300 MB through the offload path, byte-identical', 
       ['a', 'b'],
     );
     await ov.startAllFullvrs();
-    await waitFor(async () => (await ov.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 10_000);
+    await ov.waitPeersUp();
     await Promise.all([ov.startTinyvr('a1', 'a', 1), ov.startTinyvr('b1', 'b', 1)]);
     writeFileSync(blob, randomBytes(SIZE));
     want = await sha256File(blob);

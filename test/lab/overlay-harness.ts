@@ -137,6 +137,17 @@ export class Overlay {
     await Promise.all([...this.fullvrs.keys()].map((s) => this.startFullvr(s)));
   }
 
+  /** Until every FullVR sends on a confirmed session to each peer it can reach (limited peers reach us). */
+  async waitPeersUp(timeoutMs = 15_000): Promise<void> {
+    await waitFor(async () => {
+      for (const site of this.fullvrs.keys()) {
+        const st = await this.fullvrStatus(site);
+        if (!st.peers.every((p: any) => p.session > 0)) return false;
+      }
+      return true;
+    }, timeoutMs);
+  }
+
   /** Start a TinyVR in VM `vm` joining the FullVR of `site` with the token of `network`. */
   async startTinyvr(vm: string, site: string, network: number, extra: string[] = []): Promise<SpawnHandle> {
     const net = this.networks.find((n) => n.id === network)!;

@@ -57,7 +57,7 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
     );
     await ov.startAllFullvrs();
     // Peers handshake with each other before members arrive.
-    await waitFor(async () => (await ov.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 10_000);
+    await ov.waitPeersUp();
     await Promise.all([
       ov.startTinyvr('a1', 'a', BLUE),
       ov.startTinyvr('b1', 'b', BLUE),

@@ -739,11 +739,16 @@ export async function labSupport(tools: readonly string[] = ['ip', 'nft', 'ping'
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return { ok: false, reason: 'lab needs root (network namespaces, nftables)' };
   const missing = tools.filter((t) => !onPath(t));
   if (missing.length > 0) return { ok: false, reason: `missing tools: ${missing.join(', ')}` };
-  try {
-    const lab = await createLab({ sites: [{ name: 'p', kind: 'lan', publicPrefix: '192.0.2.248/29', subnet: '10.255.255.0/29', hosts: [] }], reapStale: false });
-    await lab.cleanup();
-  } catch (e) {
-    return { ok: false, reason: `cannot build a network namespace lab here: ${(e as Error).message.split('\n').slice(0, 3).join(' ')}` };
+  // Probe by building a tiny lab; one retry, so a transient hiccup does not skip a whole suite.
+  let last = '';
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const lab = await createLab({ sites: [{ name: 'p', kind: 'lan', publicPrefix: '192.0.2.248/29', subnet: '10.255.255.0/29', hosts: [] }], reapStale: false });
+      await lab.cleanup();
+      return { ok: true };
+    } catch (e) {
+      last = (e as Error).message.split('\n').slice(0, 3).join(' ');
+    }
   }
-  return { ok: true };
+  return { ok: false, reason: `cannot build a network namespace lab here: ${last}` };
 }

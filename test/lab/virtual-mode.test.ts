@@ -36,7 +36,7 @@ describe.skipIf(!support.ok)('virtual mode with overlapping site subnets', () =>
       ['a', 'b'],
     );
     await ov.startAllFullvrs();
-    await waitFor(async () => (await ov.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 10_000);
+    await ov.waitPeersUp();
     await Promise.all([ov.startTinyvr('a1', 'a', 7), ov.startTinyvr('b1', 'b', 7), ov.startTinyvr('a2', 'a', 7)]);
   }, 60_000);
 
