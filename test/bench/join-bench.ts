@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { generateSigningKey } from '../../shared/join-token.js';
 import { Cleanup } from '../lab/netns.js';
-import { waitFor } from '../lab/overlay-harness.js';
+import { blueNetwork, waitFor, writeJoinLabState } from '../lab/overlay-harness.js';
 import { createLab, labSupport, type Lab } from '../lab/topology.js';
 import { BenchOverlay } from './bench-overlay.js';
 import { cpuSampler, median, round1 } from './measure.js';
@@ -563,29 +563,10 @@ async function measureTimeToJoin(opt: JoinBenchOptions, errors: string[], proble
   const target = lab.addr('b1');
   try {
     say(`join: lab ${lab.prefix} built in ${Math.round(lab.buildMs)} ms; logs in ${lab.logsDir}`);
-    const catalog = join(dir, 'catalog');
-    mkdirSync(catalog);
-    writeFileSync(
-      join(catalog, 'aws.json'),
-      JSON.stringify({ syncToken: '1', createDate: '2026-11-01-00-00-00', prefixes: [{ ip_prefix: '198.51.100.0/25', region: 'us-east-1', service: 'EC2', network_border_group: 'us-east-1' }], ipv6_prefixes: [] }),
-    );
-    writeFileSync(join(catalog, 'gcp.json'), JSON.stringify({ syncToken: '1', creationTime: '2026-11-01T00:00:00', prefixes: [{ ipv4Prefix: '203.0.113.0/25', service: 'Google Cloud', scope: 'europe-west1' }] }));
-    mkdirSync(join(dir, 'data'));
-    writeFileSync(join(dir, 'data', 'authority.key'), key.privateKey + '\n', { mode: 0o600 });
+    const { catalog } = writeJoinLabState(dir, key.privateKey);
     ov = new BenchOverlay(
       lab,
-      [
-        {
-          id: 1,
-          name: 'blue',
-          mode: 'physical',
-          sites: [
-            { site: 'a', subnet: '10.1.0.0/24' },
-            { site: 'b', subnet: '10.2.0.0/24' },
-          ],
-          token: 'static-token-unused-0123456789',
-        },
-      ],
+      [blueNetwork(['a', 'b'], { token: 'static-token-unused-0123456789' })],
       ['a', 'b'],
       opt.cli,
       {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { generateSigningKey, issueToken, loadSigningKey } from '../../shared/join-token.js';
 import { createLab, labSupport, type Lab } from './topology.js';
-import { CLI, Overlay, waitFor } from './overlay-harness.js';
+import { blueNetwork, CLI, Overlay, waitFor, writeJoinLabState } from './overlay-harness.js';
 import type { SpawnHandle } from './netns.js';
 
 const support = await labSupport(['ip', 'nft', 'ping', 'curl']);
@@ -50,29 +50,10 @@ describe.skipIf(!support.ok)('zero-config join with curl | sh', () => {
       ],
     });
     // The providers' own formats, test ranges only: a -> aws/us-east-1, b -> gcp/europe-west1; x unknown.
-    const catalog = join(dir, 'catalog');
-    mkdirSync(catalog);
-    writeFileSync(
-      join(catalog, 'aws.json'),
-      JSON.stringify({ syncToken: '1', createDate: '2026-11-01-00-00-00', prefixes: [{ ip_prefix: '198.51.100.0/25', region: 'us-east-1', service: 'EC2', network_border_group: 'us-east-1' }], ipv6_prefixes: [] }),
-    );
-    writeFileSync(join(catalog, 'gcp.json'), JSON.stringify({ syncToken: '1', creationTime: '2026-11-01T00:00:00', prefixes: [{ ipv4Prefix: '203.0.113.0/25', service: 'Google Cloud', scope: 'europe-west1' }] }));
-    mkdirSync(join(dir, 'data'));
-    writeFileSync(join(dir, 'data', 'authority.key'), key.privateKey + '\n', { mode: 0o600 });
+    const { catalog } = writeJoinLabState(dir, key.privateKey);
     ov = new Overlay(
       lab,
-      [
-        {
-          id: 1,
-          name: 'blue',
-          mode: 'physical',
-          sites: [
-            { site: 'a', subnet: '10.1.0.0/24' },
-            { site: 'b', subnet: '10.2.0.0/24' },
-          ],
-          token: 'static-token-unused-0123456789',
-        },
-      ],
+      [blueNetwork(['a', 'b'], { token: 'static-token-unused-0123456789' })],
       ['a', 'b'],
       {
         authority: { publicKey: key.publicKey, url: SERVER, apiToken: API_TOKEN, heartbeatSeconds: 1 },

@@ -1,6 +1,6 @@
 // Runs real FullVRs and TinyVRs (the built CLI, dist/tinyvine.mjs) inside a lab, with
 // configs generated per test, and reads their JSON status endpoints.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -50,6 +50,25 @@ export function cloud(name: CloudName, vms: string[], extra: Partial<CloudSiteSp
 /** One physical-mode network spanning the standard clouds' subnets. */
 export function blueNetwork(sites: CloudName[], extra: Partial<NetworkSpec> = {}): NetworkSpec {
   return { id: 1, name: 'blue', mode: 'physical', sites: sites.map((site) => ({ site, subnet: CLOUDS[site][1] })), token: 'blue-token-0123456789abcdef', ...extra };
+}
+
+/**
+ * State a lab download server starts from: a provider catalog in the providers' own formats
+ * (test ranges only: cloud a -> aws/us-east-1, cloud b -> gcp/europe-west1) and the
+ * authority's signing key, so FullVR configs can name its public key before it starts.
+ */
+export function writeJoinLabState(dir: string, authorityPrivateKey: string): { catalog: string; dataDir: string } {
+  const catalog = join(dir, 'catalog');
+  const dataDir = join(dir, 'data');
+  mkdirSync(catalog);
+  mkdirSync(dataDir);
+  writeFileSync(
+    join(catalog, 'aws.json'),
+    JSON.stringify({ syncToken: '1', createDate: '2026-11-01-00-00-00', prefixes: [{ ip_prefix: CLOUDS.a[0], region: 'us-east-1', service: 'EC2', network_border_group: 'us-east-1' }], ipv6_prefixes: [] }),
+  );
+  writeFileSync(join(catalog, 'gcp.json'), JSON.stringify({ syncToken: '1', creationTime: '2026-11-01T00:00:00', prefixes: [{ ipv4Prefix: CLOUDS.b[0], service: 'Google Cloud', scope: 'europe-west1' }] }));
+  writeFileSync(join(dataDir, 'authority.key'), authorityPrivateKey + '\n', { mode: 0o600 });
+  return { catalog, dataDir };
 }
 
 export interface OverlayOptions {
