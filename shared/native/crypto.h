@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/evp.h>
+#include <openssl/modes.h>
 #include <openssl/sha.h>
 
 typedef struct {
@@ -14,6 +15,12 @@ typedef struct {
   SHA256_CTX inner, outer;
   /* AEAD: context keyed once; per packet only the nonce is set. */
   EVP_CIPHER_CTX *aead;
+  /* GMAC: OpenSSL's GCM core driven directly (GHASH over the datagram, one AES block
+   * for the tag mask through `block`, an AES-256-ECB EVP context). Through the EVP AEAD
+   * interface every packet paid ~100 ns of parameter handling (IV length queries, tag
+   * get/set by name), a third of the whole MAC for a 1444-byte datagram. */
+  EVP_CIPHER_CTX *block;
+  GCM128_CONTEXT *gcm;
 } tv_keyctx;
 
 /* 0 on success, -1 on failure (bad mode/key length or OpenSSL error). */
