@@ -65,32 +65,22 @@ export class PrefixTrie {
 
   /** Value of the longest prefix matching the IPv4 address in buf[off..off+3], or -1. */
   lookupV4(buf: Uint8Array, off: number): number {
-    const child = this.child;
-    const val = this.val;
-    let node = V4_ROOT;
-    let best = -1;
-    let i = 0;
-    while (i < 8) {
-      const b = buf[off + (i >> 1)];
-      const s = node * FAN + ((i & 1) === 0 ? b >> 4 : b & 15);
-      const v = val[s];
-      if (v >= 0) best = v;
-      i++;
-      node = child[s];
-      if (node === 0) break;
-    }
-    this.lastVisits = i;
-    return best;
+    return this.walk(V4_ROOT, 8, buf, off);
   }
 
   /** Value of the longest prefix matching the IPv6 address in buf[off..off+15], or -1. */
   lookupV6(buf: Uint8Array, off: number): number {
+    return this.walk(V6_ROOT, 32, buf, off);
+  }
+
+  /** Walks `nibbles` 4-bit steps of the address at buf[off] from `root`, keeping the last value seen. */
+  private walk(root: number, nibbles: number, buf: Uint8Array, off: number): number {
     const child = this.child;
     const val = this.val;
-    let node = V6_ROOT;
+    let node = root;
     let best = -1;
     let i = 0;
-    while (i < 32) {
+    while (i < nibbles) {
       const b = buf[off + (i >> 1)];
       const s = node * FAN + ((i & 1) === 0 ? b >> 4 : b & 15);
       const v = val[s];
