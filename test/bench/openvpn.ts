@@ -3,35 +3,12 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { SpawnHandle } from '../lab/netns.js';
+import type { RefTunnel, RefTunnelOptions } from './ref-tunnel.js';
 import type { Lab } from '../lab/topology.js';
 
-export interface OpenvpnTunnel {
-  server: SpawnHandle;
-  client: SpawnHandle;
-  /** Tunnel address of the server end (iperf3 server binds here). */
-  serverTunAddr: string;
-  clientTunAddr: string;
-  mtu: number;
-  dir: string;
-  stop(): Promise<void>;
-}
+export type OpenvpnTunnel = RefTunnel;
 
-export interface OpenvpnOptions {
-  /** Node (namespace) of the server, e.g. 'b-fvr'. */
-  serverNode: string;
-  /** Public address the server listens on. */
-  serverAddr: string;
-  clientNode: string;
-  port?: number;
-  /** 10.254.0.0/30: server .1, client .2. */
-  serverTunAddr?: string;
-  clientTunAddr?: string;
-  /** tun-mtu (default 1420). */
-  mtu?: number;
-  /** Called with the temp dir as soon as it exists (so a signal handler can remove it). */
-  onDir?: (dir: string) => void;
-}
+export type OpenvpnOptions = RefTunnelOptions;
 
 const COMMON = [
   'dev tun',

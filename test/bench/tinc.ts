@@ -6,35 +6,12 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SpawnHandle } from '../lab/netns.js';
+import type { RefTunnel, RefTunnelOptions } from './ref-tunnel.js';
 import type { Lab } from '../lab/topology.js';
 
-export interface TincTunnel {
-  server: SpawnHandle;
-  client: SpawnHandle;
-  /** Tunnel address of the server end (iperf3 server binds here). */
-  serverTunAddr: string;
-  clientTunAddr: string;
-  mtu: number;
-  dir: string;
-  stop(): Promise<void>;
-}
+export type TincTunnel = RefTunnel;
 
-export interface TincOptions {
-  /** Node (namespace) of the server, e.g. 'b-fvr'. */
-  serverNode: string;
-  /** Public address the server listens on (and the client connects to). */
-  serverAddr: string;
-  clientNode: string;
-  /** UDP and TCP port of both daemons (default 655). */
-  port?: number;
-  /** 10.253.0.0/30: server .1, client .2. */
-  serverTunAddr?: string;
-  clientTunAddr?: string;
-  /** MTU of the tun device (default 1420). */
-  mtu?: number;
-  /** Called with the temp dir as soon as it exists (so a signal handler can remove it). */
-  onDir?: (dir: string) => void;
-}
+export type TincOptions = RefTunnelOptions;
 
 /** Written to tinc.conf and to both host files (tinc 1.0 reads these per host). */
 const NO_CRYPTO = ['Cipher = none', 'Digest = none', 'MACLength = 0', 'Compression = 0'];
