@@ -5,6 +5,7 @@
       "sources": [
         "shared/native/crypto.c",
         "shared/native/engine.c",
+        "shared/native/ghash-wide.c",
         "shared/native/mss.c",
         "shared/native/offload.c",
         "shared/native/replay.c",

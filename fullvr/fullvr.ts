@@ -16,6 +16,7 @@ import {
   PacketEngine,
   SLOT_SIZE,
   closeFd,
+  gmacImpl,
   monotonicMs,
   openTun,
   openUdp,
@@ -222,6 +223,7 @@ export class FullVR {
     const feat = this.engine.features();
     log.info('fullvr ready', {
       offloads: `tun=${feat.tunOffload} gro=${feat.udpGro} gso=${feat.udpGso}`,
+      gmac: gmacImpl(),
       id: this.cfg.id,
       listen: this.cfg.listen,
       publicKey: this.publicKey,

@@ -101,6 +101,8 @@ interface NativeAddon {
   openUdp(host: string, port: number, bufferBytes: number, gro: number): { fd: number; port: number; gro: boolean };
   closeFd(fd: number): void;
   monotonicMs(): number;
+  gmacImpl(): string;
+  __gmacTag(wide: number, key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer;
   constants: Record<string, number>;
 }
 
@@ -304,6 +306,19 @@ export class PacketEngine {
   close(): void {
     this.#n.close();
   }
+}
+
+/**
+ * The GHASH behind the gmac mode on this machine: "avx512-vpclmulqdq" (ours, four blocks
+ * per instruction) or "openssl" (no AVX-512 VPCLMULQDQ, or TINYVINE_GMAC=openssl).
+ */
+export function gmacImpl(): string {
+  return addon().gmacImpl();
+}
+
+/** Test hook: the AES-256-GMAC tag of data through the wide GHASH (wide) or OpenSSL's GCM core. */
+export function gmacTagForTest(wide: boolean, key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer {
+  return addon().__gmacTag(wide ? 1 : 0, key, nonce, data);
 }
 
 /** CLOCK_MONOTONIC in ms: libuv's hrtime reads the same clock the engine stamps lastRxMs with. */

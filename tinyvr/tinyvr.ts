@@ -18,6 +18,7 @@ import {
   PacketEngine,
   SLOT_SIZE,
   closeFd,
+  gmacImpl,
   monotonicMs,
   openTun,
   openUdp,
@@ -262,6 +263,7 @@ export class TinyVR {
       fullvr: this.cfg.fullvr,
       routes: p.routes.join(','),
       mtu: p.mtu,
+      gmac: gmacImpl(),
     });
     this.writeStatus('joined');
     this.firstJoin?.resolve();

@@ -1,8 +1,11 @@
 #include "crypto.h"
 #include "tv.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
+
+_Static_assert(TV_TAG_LEN == 16, "GMAC tags are written whole");
 
 static int hmac_init(tv_keyctx *k, const uint8_t *key, size_t key_len) {
   uint8_t block[SHA256_CBLOCK];
@@ -42,17 +45,72 @@ static void gcm_block(const unsigned char in[16], unsigned char out[16], const v
   EVP_EncryptUpdate((EVP_CIPHER_CTX *)ecb, out, &outl, in, 16);
 }
 
-static int gmac_init(tv_keyctx *k, const uint8_t *key) {
+/* The wide GHASH unless the CPU lacks it or the operator asked for OpenSSL's (for
+ * comparison, or to rule ours out when debugging); decided once per process. */
+static int use_wide(void) {
+  static int decided = -1;
+  if (decided < 0) {
+    const char *env = getenv("TINYVINE_GMAC");
+    decided = tv_ghash_wide_supported() && !(env && strcmp(env, "openssl") == 0);
+  }
+  return decided;
+}
+
+const char *tv_gmac_impl(void) { return use_wide() ? "avx512-vpclmulqdq" : "openssl"; }
+
+static int gmac_init(tv_keyctx *k, const uint8_t *key, int wide) {
   k->block = EVP_CIPHER_CTX_new();
   int ok = k->block && EVP_EncryptInit_ex(k->block, EVP_aes_256_ecb(), NULL, key, NULL) == 1 &&
            EVP_CIPHER_CTX_set_padding(k->block, 0) == 1;
-  if (ok) k->gcm = CRYPTO_gcm128_new(k->block, gcm_block);
-  if (!ok || !k->gcm) {
+  if (ok && wide) {
+    uint8_t h[16] = {0};
+    ok = posix_memalign((void **)&k->wide, 64, sizeof *k->wide) == 0;
+    if (ok) {
+      gcm_block(h, h, k->block); /* H = AES_K(0^128) */
+      tv_ghash_wide_init(k->wide, h);
+    } else {
+      k->wide = NULL;
+    }
+    OPENSSL_cleanse(h, sizeof h);
+  } else if (ok) {
+    k->gcm = CRYPTO_gcm128_new(k->block, gcm_block);
+    ok = k->gcm != NULL;
+  }
+  if (!ok) {
     if (k->block) EVP_CIPHER_CTX_free(k->block);
     k->block = NULL;
     return -1;
   }
   return 0;
+}
+
+/* The GMAC tag of data (GCM with data as associated data and nothing encrypted). */
+static int gmac_tag(tv_keyctx *k, const uint8_t nonce[12], const uint8_t *data, size_t len, uint8_t tag[16]) {
+  if (k->wide) {
+    /* tag = GHASH_H(A, empty) xor AES_K(J0), J0 = nonce || 0^31 || 1 */
+    uint8_t j0[16], mask[16];
+    memcpy(j0, nonce, 12);
+    tv_wr32(j0 + 12, 1);
+    tv_ghash_wide_aad(k->wide, data, len, tag);
+    gcm_block(j0, mask, k->block);
+    for (int i = 0; i < 16; i++) tag[i] ^= mask[i];
+    return 0;
+  }
+  CRYPTO_gcm128_setiv(k->gcm, nonce, 12);
+  if (CRYPTO_gcm128_aad(k->gcm, data, len) != 0) return -1;
+  CRYPTO_gcm128_tag(k->gcm, tag, 16);
+  return 0;
+}
+
+int tv_gmac_tag(int wide, const uint8_t *key, const uint8_t nonce[12], const uint8_t *data, size_t len, uint8_t tag[16]) {
+  if (wide && !tv_ghash_wide_supported()) return -1;
+  tv_keyctx k;
+  memset(&k, 0, sizeof k);
+  k.mode = AUTH_GMAC;
+  if (gmac_init(&k, key, wide) < 0) return -1;
+  int r = gmac_tag(&k, nonce, data, len, tag);
+  tv_key_free(&k);
+  return r;
 }
 
 int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int encrypt) {
@@ -61,7 +119,7 @@ int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int 
   if (mode == AUTH_NONE) return 0;
   if (key_len != TV_KEY_LEN) return -1;
   if (mode == AUTH_HMAC) return hmac_init(k, key, key_len);
-  if (mode == AUTH_GMAC) return gmac_init(k, key);
+  if (mode == AUTH_GMAC) return gmac_init(k, key, use_wide());
   const EVP_CIPHER *cipher;
   if (mode == AUTH_AES_GCM) cipher = EVP_aes_256_gcm();
   else if (mode == AUTH_CHACHA) cipher = EVP_chacha20_poly1305();
@@ -85,6 +143,10 @@ void tv_key_free(tv_keyctx *k) {
   if (k->aead) EVP_CIPHER_CTX_free(k->aead); /* cleanses the key schedule */
   if (k->gcm) CRYPTO_gcm128_release(k->gcm); /* cleanses H and the GHASH state */
   if (k->block) EVP_CIPHER_CTX_free(k->block);
+  if (k->wide) {
+    OPENSSL_cleanse(k->wide, sizeof *k->wide); /* powers of H */
+    free(k->wide);
+  }
   OPENSSL_cleanse(k, sizeof *k);
 }
 
@@ -106,10 +168,7 @@ int tv_seal(tv_keyctx *k, uint8_t *dgram, size_t plen) {
     /* Authenticate only: the whole datagram is associated data, the payload stays in clear. */
     uint8_t nonce[12];
     make_nonce(nonce, dgram);
-    CRYPTO_gcm128_setiv(k->gcm, nonce, sizeof nonce);
-    if (CRYPTO_gcm128_aad(k->gcm, dgram, TV_HEADER_LEN + plen) != 0) return -1;
-    CRYPTO_gcm128_tag(k->gcm, tag, TV_TAG_LEN);
-    return 0;
+    return gmac_tag(k, nonce, dgram, TV_HEADER_LEN + plen, tag);
   }
   uint8_t nonce[12], scratch[32];
   int outl;
@@ -132,12 +191,10 @@ int tv_open(tv_keyctx *k, uint8_t *dgram, size_t plen) {
     return CRYPTO_memcmp(full, tag, TV_TAG_LEN) == 0;
   }
   if (k->mode == AUTH_GMAC) {
-    uint8_t nonce[12];
+    uint8_t nonce[12], want[16];
     make_nonce(nonce, dgram);
-    CRYPTO_gcm128_setiv(k->gcm, nonce, sizeof nonce);
-    if (CRYPTO_gcm128_aad(k->gcm, dgram, TV_HEADER_LEN + plen) != 0) return 0;
-    /* 0 when the tag matches; the comparison is constant time (CRYPTO_memcmp). */
-    return CRYPTO_gcm128_finish(k->gcm, tag, TV_TAG_LEN) == 0;
+    if (gmac_tag(k, nonce, dgram, TV_HEADER_LEN + plen, want) != 0) return 0;
+    return CRYPTO_memcmp(want, tag, TV_TAG_LEN) == 0; /* constant time */
   }
   uint8_t nonce[12], tagcopy[TV_TAG_LEN], scratch[32];
   int outl;

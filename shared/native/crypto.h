@@ -8,6 +8,8 @@
 #include <openssl/modes.h>
 #include <openssl/sha.h>
 
+#include "ghash-wide.h"
+
 typedef struct {
   int mode;
   /* HMAC: SHA-256 states after absorbing key^ipad / key^opad, so a packet costs
@@ -21,7 +23,18 @@ typedef struct {
    * get/set by name), a third of the whole MAC for a 1444-byte datagram. */
   EVP_CIPHER_CTX *block;
   GCM128_CONTEXT *gcm;
+  /* GMAC with the wide GHASH (ghash-wide.h) where the CPU has it: then `gcm` is NULL and
+   * only the tag mask goes through `block`. */
+  tv_ghash_key *wide;
 } tv_keyctx;
+
+/* Which GHASH the GMAC mode uses on this machine: "avx512-vpclmulqdq" or "openssl"
+ * (no AVX-512 VPCLMULQDQ, or TINYVINE_GMAC=openssl in the environment). */
+const char *tv_gmac_impl(void);
+/* Test hook: the 16-byte AES-256-GMAC tag of `data` under `key` and a 12-byte nonce,
+ * (32 bytes) through the wide GHASH (wide=1, -1 if unsupported) or OpenSSL's GCM core (wide=0). */
+int tv_gmac_tag(int wide, const uint8_t *key, const uint8_t nonce[12], const uint8_t *data, size_t len,
+                uint8_t tag[16]);
 
 /* 0 on success, -1 on failure (bad mode/key length or OpenSSL error). */
 int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int encrypt);

@@ -1658,6 +1658,45 @@ static napi_value MonotonicMs(napi_env env, napi_callback_info info) {
   return r;
 }
 
+static napi_value GmacImpl(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  NAPI_CALL(env, napi_create_string_utf8(env, tv_gmac_impl(), NAPI_AUTO_LENGTH, &r));
+  return r;
+}
+
+/* Test hook: __gmacTag(wide, key32, nonce12, data) -> 16-byte tag through the wide GHASH
+ * (wide=1) or OpenSSL's GCM core (wide=0); throws if the wide one is unsupported here. */
+static napi_value GmacTag(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t wide;
+  void *key, *nonce, *data;
+  size_t kl, nl, dl;
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "__gmacTag(wide, key, nonce, data)");
+    return NULL;
+  }
+  if (!arg_i32(env, argv[0], "wide", &wide) || !arg_typed(env, argv[1], napi_uint8_array, "key", &key, &kl) ||
+      !arg_typed(env, argv[2], napi_uint8_array, "nonce", &nonce, &nl) ||
+      !arg_typed(env, argv[3], napi_uint8_array, "data", &data, &dl))
+    return NULL;
+  if (kl != TV_KEY_LEN || nl != 12) {
+    napi_throw_range_error(env, NULL, "__gmacTag: key must be 32 bytes and nonce 12");
+    return NULL;
+  }
+  uint8_t tag[16];
+  if (tv_gmac_tag(wide != 0, key, nonce, data, dl, tag) < 0) {
+    napi_throw_error(env, NULL, wide ? "__gmacTag: the wide GHASH is not supported on this CPU" : "__gmacTag: OpenSSL error");
+    return NULL;
+  }
+  napi_value b;
+  void *unused;
+  NAPI_CALL(env, napi_create_buffer_copy(env, sizeof tag, tag, &unused, &b));
+  return b;
+}
+
 static bool export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value f;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &f) == napi_ok &&
@@ -1689,7 +1728,8 @@ static napi_value Init(napi_env env, napi_value exports) {
                                    sizeof methods / sizeof methods[0], methods, &cls));
   NAPI_CALL(env, napi_set_named_property(env, exports, "Engine", cls));
   if (!export_fn(env, exports, "openTun", OpenTun) || !export_fn(env, exports, "openUdp", OpenUdp) ||
-      !export_fn(env, exports, "closeFd", CloseFd) || !export_fn(env, exports, "monotonicMs", MonotonicMs)) {
+      !export_fn(env, exports, "closeFd", CloseFd) || !export_fn(env, exports, "monotonicMs", MonotonicMs) ||
+      !export_fn(env, exports, "gmacImpl", GmacImpl) || !export_fn(env, exports, "__gmacTag", GmacTag)) {
     throw_napi(env, "module init");
     return NULL;
   }

@@ -1,0 +1,135 @@
+/* GHASH with AVX-512 VPCLMULQDQ (see ghash-wide.h for why it is ours).
+ *
+ * Math: GHASH is computed as POLYVAL (RFC 8452, appendix A): with every 16-byte block
+ * byte-reversed and the key H replaced by mulX(reverse(H)), GHASH's bit-reflected field
+ * becomes the natural little-endian one that carry-less multiply works in, and
+ * dot(a, b) = a * b * x^-128 mod P, P = x^128 + x^127 + x^126 + x^121 + 1.
+ * With Kp_j = K^j * x^(-128 (j-1)) (j-fold dot of K), hashing n blocks is
+ *   S = reduce( sum_i X_i * Kp_(n-i+1) )
+ * so products are summed unreduced and reduced once (Montgomery, by x^128) per segment of
+ * at most TV_GHASH_POWERS blocks; the state of one segment is added to the first block of
+ * the next. Only this file is compiled for AVX-512; the caller checks
+ * tv_ghash_wide_supported() first. */
+#include "ghash-wide.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define TV_WIDE __attribute__((target("avx512f,avx512bw,vpclmulqdq,pclmul,ssse3,sse4.1")))
+#define NPOW TV_GHASH_POWERS
+
+int tv_ghash_wide_supported(void) {
+  /* libgcc's checks include the OS having enabled the AVX-512 register state (XCR0). */
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul");
+}
+
+/* Byte order of a GHASH block <-> POLYVAL element (reverse the 16 bytes). */
+TV_WIDE static inline __m128i rev128(__m128i x) {
+  return _mm_shuffle_epi8(x, _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+/* [hi:lo] * x^-128 mod P: two folds of the low 64 bits by x^64 * (x^63 + x^62 + x^57)
+ * (the constant 0xc2 << 56) plus the x^128 term (the swap). */
+TV_WIDE static inline __m128i reduce(__m128i hi, __m128i lo) {
+  const __m128i c = _mm_set_epi64x(0, (long long)0xC200000000000000ULL);
+  __m128i t = _mm_clmulepi64_si128(lo, c, 0x00);
+  lo = _mm_xor_si128(_mm_shuffle_epi32(lo, 0x4e), t);
+  t = _mm_clmulepi64_si128(lo, c, 0x00);
+  lo = _mm_xor_si128(_mm_shuffle_epi32(lo, 0x4e), t);
+  return _mm_xor_si128(hi, lo);
+}
+
+/* Unreduced 256-bit a * b as (hi, lo, mid); mid is split over both at the end. */
+TV_WIDE static inline void mul128(__m128i a, __m128i b, __m128i *lo, __m128i *hi, __m128i *mid) {
+  *lo = _mm_xor_si128(*lo, _mm_clmulepi64_si128(a, b, 0x00));
+  *hi = _mm_xor_si128(*hi, _mm_clmulepi64_si128(a, b, 0x11));
+  *mid = _mm_xor_si128(*mid, _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x01), _mm_clmulepi64_si128(a, b, 0x10)));
+}
+
+TV_WIDE static inline __m128i finish(__m128i lo, __m128i hi, __m128i mid) {
+  lo = _mm_xor_si128(lo, _mm_slli_si128(mid, 8));
+  hi = _mm_xor_si128(hi, _mm_srli_si128(mid, 8));
+  return reduce(hi, lo);
+}
+
+TV_WIDE static inline __m128i dot(__m128i a, __m128i b) {
+  __m128i lo = _mm_setzero_si128(), hi = lo, mid = lo;
+  mul128(a, b, &lo, &hi, &mid);
+  return finish(lo, hi, mid);
+}
+
+TV_WIDE void tv_ghash_wide_init(tv_ghash_key *k, const uint8_t h[16]) {
+  /* K = mulX(reverse(H)): shift left by one, folding x^128 back as P's low terms. */
+  __m128i r = rev128(_mm_loadu_si128((const __m128i *)h));
+  uint64_t q[2];
+  _mm_storeu_si128((__m128i *)q, r);
+  uint64_t carry = q[1] >> 63;
+  q[1] = (q[1] << 1) | (q[0] >> 63);
+  q[0] <<= 1;
+  if (carry) {
+    q[1] ^= 0xC200000000000000ULL;
+    q[0] ^= 1;
+  }
+  __m128i key = _mm_loadu_si128((const __m128i *)q), p = key;
+  for (int j = 1; j <= NPOW; j++) {
+    _mm_store_si128((__m128i *)k->pow[NPOW - j], p);
+    p = dot(p, key);
+  }
+  memset(k->pow[NPOW], 0, 3 * 16);
+  memset(q, 0, sizeof q);
+}
+
+TV_WIDE static inline __m128i fold4(__m512i v) {
+  __m256i x = _mm256_xor_si256(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  return _mm_xor_si128(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+}
+
+/* One segment: `bytes` of data (whole blocks unless it is the last segment, where the
+ * tail is zero-padded), then the length block if `len_blk` is non-NULL; at most NPOW
+ * blocks in all. `s` is the state so far, added to the segment's first block. */
+TV_WIDE static __m128i segment(const tv_ghash_key *k, __m128i s, const uint8_t *p, size_t bytes,
+                               const __m128i *len_blk) {
+  size_t nd = (bytes + 15) / 16;
+  size_t n = nd + (len_blk ? 1 : 0);
+  const uint8_t(*pw)[16] = k->pow + (NPOW - n);
+  const __m512i rev = _mm512_broadcast_i32x4(_mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  __m512i lo = _mm512_setzero_si512(), hi = lo, mid = lo;
+  __m512i first = _mm512_zextsi128_si512(s);
+  for (size_t i = 0; i < nd; i += 4) {
+    size_t rem = bytes - i * 16;
+    /* a masked load neither reads nor faults past the end; the lanes stay zero */
+    __m512i x = rem >= 64 ? _mm512_loadu_si512(p + i * 16) : _mm512_maskz_loadu_epi8((1ULL << rem) - 1, p + i * 16);
+    x = _mm512_xor_si512(_mm512_shuffle_epi8(x, rev), first);
+    first = _mm512_setzero_si512();
+    __m512i h = _mm512_loadu_si512(pw + i); /* 16-byte aligned only */
+    lo = _mm512_xor_si512(lo, _mm512_clmulepi64_epi128(x, h, 0x00));
+    hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128(x, h, 0x11));
+    mid = _mm512_xor_si512(mid, _mm512_xor_si512(_mm512_clmulepi64_epi128(x, h, 0x01), _mm512_clmulepi64_epi128(x, h, 0x10)));
+  }
+  __m128i l = fold4(lo), hh = fold4(hi), m = fold4(mid);
+  if (len_blk) {
+    /* the length block is the segment's last, with power 1; also its first if no data */
+    __m128i b = nd == 0 ? _mm_xor_si128(*len_blk, s) : *len_blk;
+    mul128(b, _mm_load_si128((const __m128i *)k->pow[NPOW - 1]), &l, &hh, &m);
+  }
+  return finish(l, hh, m);
+}
+
+TV_WIDE void tv_ghash_wide_aad(const tv_ghash_key *k, const uint8_t *aad, size_t len, uint8_t out[16]) {
+  __m128i s = _mm_setzero_si128();
+  size_t off = 0;
+  /* All but the last segment are whole blocks; the last holds the tail and the length block. */
+  while (len - off > (size_t)(NPOW - 1) * 16) {
+    size_t blocks = (len - off) / 16;
+    if (blocks > NPOW) blocks = NPOW;
+    s = segment(k, s, aad + off, blocks * 16, NULL);
+    off += blocks * 16;
+  }
+  /* GHASH length block: bit lengths of A and C as big-endian 64-bit; reversed, A's sits in
+   * the high half and C's (0 for GMAC) in the low half. */
+  const __m128i len_blk = _mm_set_epi64x((long long)((uint64_t)len * 8), 0);
+  s = segment(k, s, aad + off, len - off, &len_blk);
+  _mm_storeu_si128((__m128i *)out, rev128(s));
+}
