@@ -104,7 +104,10 @@ describe('renderJoinScript', () => {
   });
 
   it('passes shellcheck -s sh (when shellcheck is installed)', (ctx) => {
-    if (spawnSync('shellcheck', ['--version']).status !== 0) return ctx.skip();
+    if (spawnSync('shellcheck', ['--version']).status !== 0) {
+      console.log('SKIP "passes shellcheck": shellcheck is not installed (.ci/run installs it)');
+      return ctx.skip();
+    }
     for (const s of [normal, uninstall]) {
       const r = spawnSync('shellcheck', ['-s', 'sh', '-'], { input: s, encoding: 'utf8' });
       expect(r.stdout).toBe('');
@@ -423,7 +426,10 @@ describe.skipIf(!canRun)('join script, whole runs (root, fake TinyVR on a local 
   });
 
   it('refuses to run as non-root (exit 10)', (ctx) => {
-    if (spawnSync('setpriv', ['--version']).status !== 0) return ctx.skip();
+    if (spawnSync('setpriv', ['--version']).status !== 0) {
+      console.log('SKIP: setpriv (util-linux) is not installed');
+      return ctx.skip();
+    }
     const prefix = newPrefix('nonroot');
     const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sh', '-s'], {
       input: script('ok'),
