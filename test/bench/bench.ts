@@ -23,6 +23,7 @@ import { startOpenvpn, type OpenvpnTunnel } from './openvpn.js';
 import { startTinc, type TincTunnel } from './tinc.js';
 import { iperfTcp, iperfUdp, median, pingRtt, round1, type CpuUsage, type TcpSample, type UdpSample } from './measure.js';
 import { runJoinBench, type JoinBenchResult } from './join-bench.js';
+import { gmacImpl } from '../../shared/packet-engine.js';
 
 const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--no-p4] [--no-udp] [--no-1g] [--keep-logs] [--join-cpu-prof DIR]
   --only WHAT   run only the data-plane part (tcp) or only the join part (join); default both
@@ -819,9 +820,16 @@ async function main(): Promise<number> {
   }
 
   const uname = sh('uname', ['-r']);
+  // The routers it starts inherit this environment, so they use the same GHASH.
+  let ghash: string;
+  try {
+    ghash = gmacImpl();
+  } catch (e) {
+    ghash = `unknown (${(e as Error).message})`;
+  }
   const lines: string[] = [];
   lines.push(
-    `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}`,
+    `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}  gmac GHASH ${ghash}`,
   );
   if (tcp) lines.push(...tcp.lines);
   if (join) {
@@ -840,6 +848,7 @@ async function main(): Promise<number> {
     kernel: uname,
     node: process.version,
     cpus: Number(sh('nproc', [])) || null,
+    gmac_ghash: ghash,
     loadavg_start: loadStart,
     loadavg_end: sh('cat', ['/proc/loadavg']),
     seconds: opt.seconds,
