@@ -1,8 +1,10 @@
 // TinyViNe-TS benchmark (not a test):
 //  - tcp: data-plane speed from VM a1 to VM b1 across two NATed cloud sites, over the overlay
-//    (every auth mode), plain kernel forwarding, OpenVPN and tinc (both without crypto), in one
-//    namespace lab: TCP 1 stream, TCP 4 streams, UDP at a fixed 500 Mbit/s with loss, CPU of
-//    every forwarding process at a paced 1 Gbit/s TCP load, and ping RTT;
+//    (every auth mode), plain kernel forwarding, OpenVPN and tinc (both without crypto), in
+//    namespace labs of identical topology (one for the references and the default mode, one
+//    per other auth mode, so that each mode has FullVRs of its own): TCP 1 stream, TCP 4
+//    streams, UDP at a fixed 500 Mbit/s with loss, CPU of every forwarding process at a paced
+//    1 Gbit/s TCP load, and ping RTT;
 //  - join (join-bench.ts): GET /join requests/s and latency of the download server, and the
 //    time from `curl ... /join | sh` to the first packet across the overlay.
 //
@@ -221,16 +223,23 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     return null;
   }
 
-  const vmsA = opt.modes.map((_, i) => `a${i + 1}`);
-  const vmsB = opt.modes.map((_, i) => `b${i + 1}`);
-  const lab: Lab = await createLab({
-    sites: [
-      { name: 'a', kind: 'cloud', publicPrefix: '198.51.100.0/25', subnet: '10.1.0.0/24', vms: vmsA },
-      { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: vmsB },
-    ],
-    keepLogs: opt.keepLogs,
-  });
-  let ov: BenchOverlay | null = null;
+  // Every lab has the same two clouds with one VM each: a1 (client) and b1 (server).
+  const newLab = () =>
+    createLab({
+      sites: [
+        { name: 'a', kind: 'cloud', publicPrefix: '198.51.100.0/25', subnet: '10.1.0.0/24', vms: ['a1'] },
+        { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: ['b1'] },
+      ],
+      keepLogs: opt.keepLogs,
+    });
+  const lab: Lab = await newLab();
+  // One lab, and so one FullVR pair, per auth mode (the default one shares the reference
+  // tunnels' lab): two FullVRs carry all their networks over one peer session, sealed in
+  // the strongest mode any of those networks asks for, so sharing a pair would measure
+  // every mode with aes-gcm between the FullVRs.
+  const modeLabs = new Map<Mode, { lab: Lab; ov: BenchOverlay | null }>();
+  const labOf = (mode: Mode): Lab => modeLabs.get(mode)?.lab ?? lab;
+  const ovOf = (mode: Mode): BenchOverlay | null => modeLabs.get(mode)?.ov ?? null;
   let vpn: OpenvpnTunnel | null = null;
   let tinc: TincTunnel | null = null;
   const fvrB = lab.publicAddr('b', 'fvr');
@@ -245,39 +254,36 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   try {
     console.error(`bench: lab ${lab.prefix} built in ${Math.round(lab.buildMs)} ms; logs in ${lab.logsDir}`);
 
-    // --- overlay: one network per auth mode, mode i between VMs a<i+1> and b<i+1> (the default, gmac: a1 -> b1)
-    const networks: NetworkSpec[] = opt.modes.map((mode, i) => ({
-      id: i + 1,
-      name: `bench-${mode}`,
-      mode: 'physical',
-      auth: mode,
-      sites: [
-        { site: 'a', subnet: '10.1.0.0/24' },
-        { site: 'b', subnet: '10.2.0.0/24' },
-      ],
-      token: `bench-${mode}-token-0123456789abcdef`,
-    }));
-    try {
-      ov = new BenchOverlay(lab, networks, ['a', 'b'], cli);
-      tempDirs.add(ov.dir);
-      await ov.startAllFullvrs();
-      await waitFor(async () => (await ov!.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 15_000);
-      const joins = await Promise.allSettled(
-        opt.modes.flatMap((mode, i) => [ov!.startTinyvr(vmsA[i]!, 'a', i + 1), ov!.startTinyvr(vmsB[i]!, 'b', i + 1)]),
-      );
-      for (const [i, mode] of opt.modes.entries()) {
-        const bad = [joins[2 * i]!, joins[2 * i + 1]!].find((j) => j.status === 'rejected') as PromiseRejectedResult | undefined;
-        if (bad) {
-          fail(`overlay ${mode}: TinyVR start`, bad.reason);
-          continue;
-        }
-        const p = await lab.ping(vmsA[i]!, lab.addr(vmsB[i]!), { count: 3, interval: 0.2, waitS: 2 });
-        if (p.received === 0) fail(`overlay ${mode}: connectivity ${vmsA[i]} -> ${vmsB[i]}`, new Error(`no ping reply\n${p.output}`));
+    // --- overlay: per auth mode a1 -> b1 over its own FullVR pair (the default, gmac, in `lab`)
+    for (const [i, mode] of opt.modes.entries()) {
+      const network: NetworkSpec = {
+        id: 1,
+        name: `bench-${mode}`,
+        mode: 'physical',
+        auth: mode,
+        sites: [
+          { site: 'a', subnet: '10.1.0.0/24' },
+          { site: 'b', subnet: '10.2.0.0/24' },
+        ],
+        token: `bench-${mode}-token-0123456789abcdef`,
+      };
+      try {
+        const l = i === 0 ? lab : await newLab();
+        const entry: { lab: Lab; ov: BenchOverlay | null } = { lab: l, ov: null };
+        modeLabs.set(mode, entry);
+        const o = new BenchOverlay(l, [network], ['a', 'b'], cli);
+        entry.ov = o;
+        tempDirs.add(o.dir);
+        await o.startAllFullvrs();
+        await waitFor(async () => (await o.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 15_000);
+        await Promise.all([o.startTinyvr('a1', 'a', 1), o.startTinyvr('b1', 'b', 1)]);
+        const p = await l.ping('a1', l.addr('b1'), { count: 3, interval: 0.2, waitS: 2 });
+        if (p.received === 0) fail(`overlay ${mode}: connectivity a1 -> b1`, new Error(`no ping reply\n${p.output}`));
         else modeUp.set(mode, true);
+        if (i === 0 && modeUp.get(mode)) mtus.overlay = await routeMtu(l, 'a1', l.addr('b1'));
+      } catch (e) {
+        fail(`overlay ${mode}: start`, e);
       }
-      if (modeUp.get(MODES[0]!)) mtus.overlay = await routeMtu(lab, vmsA[0]!, lab.addr(vmsB[0]!));
-    } catch (e) {
-      fail('overlay: start', e);
     }
     // The reference tunnels get the overlay's TUN MTU, so that every tunnel carries the same
     // inner packets (and a 1400-byte UDP datagram fits all of them unfragmented).
@@ -325,6 +331,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     interface Path {
       key: string;
       label: string;
+      lab: Lab;
       client: string;
       server: string;
       addr: string;
@@ -336,6 +343,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     const paths: Path[] = [
       {
         key: 'kernel',
+        lab,
         label: `kernel: a1 → b's public FullVR address ${fvrB} (same namespaces and NAT path, no overlay)`,
         client: 'a1',
         server: 'b-fvr',
@@ -346,6 +354,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       },
       {
         key: 'openvpn',
+        lab,
         label: `openvpn: a1 → 10.254.0.1 in b-fvr (OpenVPN 2.6 p2p UDP, no crypto, tun-mtu ${mtus.openvpn ?? refMtu}, 4 MB socket buffers, via NAT a)`,
         client: 'a1',
         server: 'b-fvr',
@@ -356,6 +365,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       },
       {
         key: 'tinc',
+        lab,
         label: `tinc: a1 → 10.253.0.1 in b-fvr (${tincVersion}, router mode, UDP, Cipher none, Digest none, Compression 0, tun mtu ${mtus.tinc ?? refMtu}, 4 MB socket buffers, client ConnectTo server via NAT a)`,
         client: 'a1',
         server: 'b-fvr',
@@ -367,17 +377,18 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       ...opt.modes.map(
         (mode, i): Path => ({
           key: i === 0 ? 'overlay' : `overlay-${mode}`,
-          label: `overlay${i === 0 ? '' : ` ${mode}`}: ${vmsA[i]} → ${vmsB[i]} (TinyVR → FullVR a → FullVR b → TinyVR, auth ${mode}${i === 0 && mtus.overlay ? `, TUN mtu ${mtus.overlay}` : ''})`,
-          client: vmsA[i]!,
-          server: vmsB[i]!,
-          addr: lab.addr(vmsB[i]!),
+          label: `overlay${i === 0 ? '' : ` ${mode}`}: a1 → b1 (TinyVR → FullVR a → FullVR b → TinyVR, auth ${mode}${i === 0 ? `${mtus.overlay ? `, TUN mtu ${mtus.overlay}` : ''}, in the reference tunnels' lab` : ', in a lab of its own'})`,
+          lab: labOf(mode),
+          client: 'a1',
+          server: 'b1',
+          addr: labOf(mode).addr('b1'),
           port: 5204 + i,
           up: modeUp.get(mode) === true,
           pids: () => ({
-            tinyvr_a: ov?.tinyvrs.get(vmsA[i]!)?.pid,
-            fullvr_a: ov?.fullvrs.get('a')?.proc?.pid,
-            fullvr_b: ov?.fullvrs.get('b')?.proc?.pid,
-            tinyvr_b: ov?.tinyvrs.get(vmsB[i]!)?.pid,
+            tinyvr_a: ovOf(mode)?.tinyvrs.get('a1')?.pid,
+            fullvr_a: ovOf(mode)?.fullvrs.get('a')?.proc?.pid,
+            fullvr_b: ovOf(mode)?.fullvrs.get('b')?.proc?.pid,
+            tinyvr_b: ovOf(mode)?.tinyvrs.get('b1')?.pid,
           }),
         }),
       ),
@@ -426,7 +437,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       'tcp',
       paths,
       results as Map<string, Series<TcpSample>>,
-      (p) => iperfTcp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { cpuPids: p.pids() }),
+      (p) => iperfTcp(p.lab, p.client, p.server, p.addr, p.port, opt.seconds, { cpuPids: p.pids() }),
       tcpLine,
       stallCheck('tcp'),
     );
@@ -437,7 +448,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         'tcp-p4',
         refPaths,
         p4,
-        (p) => iperfTcp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { parallel: 4, cpuPids: p.pids() }),
+        (p) => iperfTcp(p.lab, p.client, p.server, p.addr, p.port, opt.seconds, { parallel: 4, cpuPids: p.pids() }),
         tcpLine,
         stallCheck('tcp-p4'),
       );
@@ -449,7 +460,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         'udp-500m',
         refPaths,
         udp,
-        (p) => iperfUdp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: UDP_RATE, length: UDP_LEN, window: UDP_WINDOW, cpuPids: p.pids() }),
+        (p) => iperfUdp(p.lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: UDP_RATE, length: UDP_LEN, window: UDP_WINDOW, cpuPids: p.pids() }),
         (s) => `${s.rxMbps.toFixed(1).padStart(8)} Mbit/s received  loss ${s.lossPct.toFixed(2)}% (${s.lostPackets ?? '-'}/${s.packets ?? '-'})  sent ${s.txMbps?.toFixed(1) ?? '-'}`,
       );
     }
@@ -460,23 +471,29 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         'tcp-1g',
         paths.filter((p) => ['overlay', 'openvpn', 'tinc'].includes(p.key)),
         at1g,
-        (p) => iperfTcp(lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: PACED_RATE, cpuPids: p.pids() }),
+        (p) => iperfTcp(p.lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: PACED_RATE, cpuPids: p.pids() }),
         tcpLine,
       );
     }
 
     // --- RTT (no other traffic running)
-    const rttTargets: Array<[string, string, string, boolean]> = [
-      ['kernel', 'a1', fvrB, kernelOk],
-      ['openvpn', 'a1', '10.254.0.1', vpn !== null],
-      ['tinc', 'a1', '10.253.0.1', tinc !== null],
-      ...opt.modes.map((mode, i): [string, string, string, boolean] => [i === 0 ? 'overlay' : `overlay-${mode}`, vmsA[i]!, lab.addr(vmsB[i]!), modeUp.get(mode) === true]),
+    const rttTargets: Array<[string, Lab, string, string, boolean]> = [
+      ['kernel', lab, 'a1', fvrB, kernelOk],
+      ['openvpn', lab, 'a1', '10.254.0.1', vpn !== null],
+      ['tinc', lab, 'a1', '10.253.0.1', tinc !== null],
+      ...opt.modes.map((mode, i): [string, Lab, string, string, boolean] => [
+        i === 0 ? 'overlay' : `overlay-${mode}`,
+        labOf(mode),
+        'a1',
+        labOf(mode).addr('b1'),
+        modeUp.get(mode) === true,
+      ]),
     ];
-    for (const [key, from, to, up] of rttTargets) {
+    for (const [key, l, from, to, up] of rttTargets) {
       if (!up) continue;
       try {
-        await lab.ping(from, to, { count: 2, interval: 0.05, waitS: 1 }); // warm (ARP, NAT entry)
-        const rtt = await pingRtt(lab, from, to, 20, 0.05);
+        await l.ping(from, to, { count: 2, interval: 0.05, waitS: 1 }); // warm (ARP, NAT entry)
+        const rtt = await pingRtt(l, from, to, 20, 0.05);
         results.get(key)!.rttUs = rtt.medianUs;
         if (rtt.received < rtt.transmitted) problems.push(`ping ${key}: ${rtt.transmitted - rtt.received}/${rtt.transmitted} lost`);
         console.error(`bench: rtt ${key.padEnd(15)} ${rtt.medianUs} µs (${rtt.received}/${rtt.transmitted})`);
@@ -486,22 +503,24 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     }
 
     // --- overlay datapath counters (drops, send errors) after all the traffic
-    if (ov) {
+    for (const [mode, { ov }] of modeLabs) {
+      if (!ov) continue;
+      const tag = mode === MODES[0] ? '' : `_${mode}`;
       for (const site of ['a', 'b']) {
         try {
           const st = await ov.fullvrStatus(site);
-          extra[`fullvr_${site}_status`] = { engine: st.engine, drops: st.drops, counters: st.counters };
+          extra[`fullvr_${site}${tag}_status`] = { engine: st.engine, drops: st.drops, counters: st.counters };
         } catch (e) {
-          problems.push(`FullVR ${site} status not readable: ${(e as Error).message.split('\n')[0]}`);
+          problems.push(`FullVR ${site} (${mode}) status not readable: ${(e as Error).message.split('\n')[0]}`);
         }
       }
       for (const f of ov.fullvrs.values()) {
         const errLines = (f.proc?.log() ?? '').split('\n').filter((l) => /error|warn|exception/i.test(l));
-        if (errLines.length > 0) problems.push(`FullVR ${f.site} log: ${errLines.length} error/warn line(s), first: ${errLines[0]!.slice(0, 200)}`);
+        if (errLines.length > 0) problems.push(`FullVR ${f.site} (${mode}) log: ${errLines.length} error/warn line(s), first: ${errLines[0]!.slice(0, 200)}`);
       }
       for (const [vm, h] of ov.tinyvrs) {
         const errLines = h.log().split('\n').filter((l) => /error|warn|exception/i.test(l));
-        if (errLines.length > 0) problems.push(`TinyVR ${vm} log: ${errLines.length} error/warn line(s), first: ${errLines[0]!.slice(0, 200)}`);
+        if (errLines.length > 0) problems.push(`TinyVR ${vm} (${mode}) log: ${errLines.length} error/warn line(s), first: ${errLines[0]!.slice(0, 200)}`);
       }
     }
     for (const [name, t] of [['tinc client', tinc?.client], ['tinc server', tinc?.server]] as const) {
@@ -511,11 +530,13 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   } finally {
     await tinc?.stop().catch((e) => problems.push(`tinc stop: ${(e as Error).message}`));
     await vpn?.stop().catch((e) => problems.push(`openvpn stop: ${(e as Error).message}`));
-    await ov?.stop().catch((e) => problems.push(`overlay stop: ${(e as Error).message}`));
-    try {
-      await lab.cleanup();
-    } catch (e) {
-      errors.push(`lab cleanup: ${(e as Error).message.split('\n')[0]}`);
+    for (const [mode, { ov }] of modeLabs) await ov?.stop().catch((e) => problems.push(`overlay ${mode} stop: ${(e as Error).message}`));
+    for (const l of new Set([lab, ...[...modeLabs.values()].map((m) => m.lab)])) {
+      try {
+        await l.cleanup();
+      } catch (e) {
+        errors.push(`lab ${l.prefix} cleanup: ${(e as Error).message.split('\n')[0]}`);
+      }
     }
     removeTempDirs();
   }
