@@ -17,6 +17,7 @@ import { createAuthority } from './authority/api.js';
 import { FileStore } from './authority/store.js';
 import { computeTables, joinHost, type State } from './authority/state.js';
 import { TablePush } from './table-push.js';
+import { answerClientErrors } from './client-error.js';
 import type { TablesBody } from '../shared/signed-tables.js';
 
 export const VERSION = '0.1.0';
@@ -160,6 +161,7 @@ export async function startDownloadServer(cfg: ServerConfig, extraFullvrs: Fullv
   // Small header limit: a join request has no business sending more (absurd headers -> 431).
   const server = createServer({ maxHeaderSize: 8192, requestTimeout: 30_000, headersTimeout: 10_000 }, app);
   server.keepAliveTimeout = 5000;
+  answerClientErrors(server);
   const { host, port } = parseEndpoint(cfg.listen);
   await new Promise<void>((res, rej) => {
     server.once('error', (e: NodeJS.ErrnoException) =>

@@ -1,4 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { createServer } from 'node:http';
+import { connect } from 'node:net';
+import { answerClientErrors } from '../../download-server/client-error.js';
 import { clientAddress } from '../../download-server/client-address.js';
 import { FullvrRegistry, type FullvrEntry } from '../../download-server/registry.js';
 import { chooseFullvr } from '../../download-server/selection.js';
@@ -81,5 +84,55 @@ describe('FullVR health transitions', () => {
     expect(r.transitions(t0 + 6000)).toEqual([]);
     r.heartbeat(1, { members: 0, load: 0, peersUp: 0 });
     expect(r.transitions()).toEqual([{ id: 1, healthy: true, silentMs: expect.any(Number) }]);
+  });
+});
+
+describe('requests the HTTP parser rejects', () => {
+  // A raw client that sends `head` at full speed and reports what came back and how the
+  // connection ended ('end' = orderly close, or the socket error code such as ECONNRESET).
+  const exchange = (port: number, head: string) =>
+    new Promise<{ reply: string; ended: string }>((res) => {
+      const chunks: Buffer[] = [];
+      const s = connect(port, '127.0.0.1', () => s.write(head));
+      s.on('data', (d) => chunks.push(d));
+      s.on('error', (e: NodeJS.ErrnoException) => res({ reply: Buffer.concat(chunks).toString(), ended: e.code ?? 'error' }));
+      s.on('end', () => {
+        s.end();
+        res({ reply: Buffer.concat(chunks).toString(), ended: 'end' });
+      });
+    });
+  const withServer = async (fn: (port: number) => Promise<void>) => {
+    const server = createServer({ maxHeaderSize: 8192 }, (_q, r) => r.end('ok'));
+    answerClientErrors(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      await fn((server.address() as { port: number }).port);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  };
+
+  it('oversized headers get a complete 431 refusal script and an orderly close, not a reset', async () => {
+    await withServer(async (port) => {
+      // 256 KB of header: far more than the socket buffers hold, so the client is still
+      // sending when the server answers (Node's default handler resets such connections).
+      for (let i = 0; i < 5; i++) {
+        const r = await exchange(port, `GET /join HTTP/1.1\r\nHost: x\r\nX-Junk: ${'x'.repeat(256 * 1024)}\r\n\r\n`);
+        expect(r.ended).toBe('end');
+        expect(r.reply).toMatch(/^HTTP\/1\.1 431 /);
+        expect(r.reply.split('\r\n\r\n')[1]).toBe("echo 'tinyvine: request headers too large' >&2; exit 3\n");
+      }
+    });
+  });
+
+  it('garbage gets a 400 refusal script; the server keeps serving', async () => {
+    await withServer(async (port) => {
+      const r = await exchange(port, 'NOT HTTP AT ALL\r\n\r\n');
+      expect(r.reply).toMatch(/^HTTP\/1\.1 400 /);
+      expect(r.reply).toContain("echo 'tinyvine: malformed HTTP request' >&2; exit 3");
+      const ok = await exchange(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      expect(ok.reply).toMatch(/^HTTP\/1\.1 200 [\s\S]*ok$/);
+    });
   });
 });
