@@ -459,7 +459,8 @@ export class FullVR {
   private answerUnknownSession(batch: PacketBatch, i: number): void {
     if (this.errorBudget <= 0) return;
     this.errorBudget--;
-    const hdr = i * SLOT_SIZE + HEADROOM - HEADER_LEN;
+    // A dropped datagram's OFF points at its header (in a later slot's region after a direct GRO receive).
+    const hdr = i * SLOT_SIZE + batch.meta[i * META_FIELDS + M.OFF];
     const receiverIndex = batch.buf.readUInt32BE(hdr + 4);
     const { host, port } = batch.addrString(i);
     this.engine.sendRaw(host, port, encodeError(1, receiverIndex, this.cfg.id));

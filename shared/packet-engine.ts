@@ -243,7 +243,8 @@ export class PacketEngine {
   /**
    * recvmmsg + verify/decrypt; fills meta (and addr) for the n datagrams returned. With UDP GRO a
    * message carrying several datagrams fills several slots, each verified on its own; what does
-   * not fit the batch is handed out first by the next call.
+   * not fit the batch is handed out first by the next call. Datagram i is at i * SLOT_SIZE + OFF,
+   * and OFF may exceed SLOT_SIZE (received straight into a later slot, docs/interfaces.md).
    */
   udpRecv(batch: PacketBatch): number {
     return this.#n.udpRecv(batch.buf, batch.meta, batch.addr);

@@ -35,6 +35,7 @@ enum {
   ST_RX_DATAGRAMS, ST_TX_DATAGRAMS, ST_TUN_RX, ST_TUN_TX, ST_MSS_CLAMPED,
   ST_SEND_ERRORS, ST_TUN_WRITE_ERRORS, ST_TUN_GSO_READS, ST_TUN_SEGMENTS, ST_TUN_COALESCED_WRITES,
   ST_TUN_OFFLOAD_ERRORS, ST_UDP_GRO_DATAGRAMS, ST_UDP_GSO_SENDS, ST_UDP_GSO_FALLBACKS,
+  ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT,
   ST_DROP_BASE, /* + DropReason (1..9) */
   ST_COUNT = ST_DROP_BASE + DR_COUNT
 };
@@ -54,6 +55,8 @@ static const char *const stat_names[ST_COUNT] = {
   [ST_UDP_GRO_DATAGRAMS] = "udp_gro_datagrams",
   [ST_UDP_GSO_SENDS] = "udp_gso_sends",
   [ST_UDP_GSO_FALLBACKS] = "udp_gso_fallbacks",
+  [ST_UDP_GRO_DIRECT] = "udp_gro_direct",
+  [ST_UDP_GRO_MISPREDICT] = "udp_gro_mispredict",
   [ST_DROP_BASE + DR_TRUNCATED] = "truncated",
   [ST_DROP_BASE + DR_BAD_VERSION] = "bad_version",
   [ST_DROP_BASE + DR_BAD_TYPE] = "bad_type",
@@ -130,6 +133,7 @@ typedef struct {
   int gro_seg[TV_GRO_MSGS];
   int gro_n, gro_i;
   size_t gro_off;
+  size_t gro_pred; /* predicted segment size for direct receive (0: unknown) */
   /* UDP GSO: usable, and proven (a send succeeded, so a later refusal is the path's). */
   int udp_gso, udp_gso_ok;
   /* Test hook: TUN writes are captured here ([u32 length][bytes]...) instead of written. */
@@ -988,47 +992,198 @@ static int udp_recv(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, in
   return r;
 }
 
-/* UDP GRO: a message may hold many datagrams (gso_size each, the last one shorter),
- * so messages land in bounce buffers and each datagram is copied to its own slot and
- * verified on its own. A message is consumed from the socket as a whole, so what does
- * not fit the batch stays in the bounce buffers and goes out first next call. */
-static int udp_recv_gro(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap) {
-  if (e->closed || cap <= 0) return 0;
-  int n = 0, drained = 0;
-  double now = monotonic_ms();
-  for (;;) {
-    while (e->gro_i < e->gro_n && n < cap) {
-      struct mmsghdr *mm = &e->gro_msgs[e->gro_i];
-      size_t total = mm->msg_len, gs = (size_t)e->gro_seg[e->gro_i];
-      size_t dl = total - e->gro_off;
-      if (gs > 0 && dl > gs) dl = gs;
-      uint8_t *d = buf + (size_t)n * TV_SLOT_SIZE + TV_HEADROOM - TV_HEADER_LEN;
-      size_t cl = dl < RX_ROOM ? dl : RX_ROOM;
-      memcpy(d, e->gro_buf + (size_t)e->gro_i * TV_GRO_BUF + e->gro_off, cl);
-      int trunc = dl > RX_ROOM || (mm->msg_hdr.msg_flags & MSG_TRUNC);
-      rx_datagram(e, d, cl, trunc, &e->gro_names[e->gro_i], meta + (size_t)n * TV_META_FIELDS,
-                  addr + (size_t)n * TV_ADDR_STRIDE, now);
-      if (gs > 0 && total > gs) e->st[ST_UDP_GRO_DATAGRAMS]++;
-      n++;
-      e->gro_off += dl;
-      if (e->gro_off >= total) {
-        e->gro_i++;
-        e->gro_off = 0;
-      }
+/* UDP GRO: a message may hold many datagrams (gso_size each, the last one shorter), each
+ * verified on its own in its own slot. Two ways in:
+ * - direct: with a predicted segment size (the last one seen), each message gets a run of
+ *   slots, one iov of exactly that size per slot, so the kernel's copy puts every datagram
+ *   straight into its slot. A message's unused slots are skipped: slot i's datagram may then
+ *   sit in a later slot's region, which its OFF says (OFF >= SLOT_SIZE).
+ * - bounce: messages land in 64 KB bounce buffers and each datagram is copied to its slot.
+ *   Used until a size is known, when too few slots are left for a whole message, and for a
+ *   message whose segment size differs from the prediction (rare: the path MTU changed).
+ * A message is consumed from the socket as a whole, so what does not fit the batch stays in
+ * the bounce buffers and goes out first next call. */
+#define TV_GRO_PRED_MIN 1024 /* below this a message needs more than 64 slots: bounce */
+
+static int gro_seg_size(struct msghdr *h) {
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int g;
+      memcpy(&g, CMSG_DATA(c), sizeof g);
+      return g > 0 ? g : 0;
     }
-    if (n >= cap || drained) break;
-    int vlen = cap - n < TV_GRO_MSGS ? cap - n : TV_GRO_MSGS;
+  }
+  return 0;
+}
+
+static void gro_msg_init(tv_engine *e, int i, struct iovec *iov, size_t iovlen) {
+  struct msghdr *h = &e->gro_msgs[i].msg_hdr;
+  h->msg_name = &e->gro_names[i];
+  h->msg_namelen = sizeof e->gro_names[i];
+  h->msg_iov = iov;
+  h->msg_iovlen = iovlen;
+  h->msg_control = e->gro_ctrl[i].buf;
+  h->msg_controllen = sizeof e->gro_ctrl[i].buf;
+  h->msg_flags = 0;
+}
+
+/* Where received datagrams go: n is the next datagram (meta/addr index), p the next free slot
+ * region (p >= n: a direct receive may leave regions unused). */
+typedef struct {
+  uint8_t *buf, *addr;
+  int32_t *meta;
+  int n, p, cap;
+  double now;
+} tv_rx_cursor;
+
+/* Verifies the datagram at d (in slot region c->p .. or earlier) as datagram c->n. */
+static void rx_put(tv_engine *e, tv_rx_cursor *c, uint8_t *d, size_t len, int trunc, const struct sockaddr_storage *from,
+                   int phys) {
+  int32_t *mo = c->meta + (size_t)c->n * TV_META_FIELDS;
+  rx_datagram(e, d, len, trunc, from, mo, c->addr + (size_t)c->n * TV_ADDR_STRIDE, c->now);
+  mo[M_OFF] += (phys - c->n) * TV_SLOT_SIZE;
+  c->n++;
+}
+
+static uint8_t *rx_slot(tv_rx_cursor *c, int phys) {
+  return c->buf + (size_t)phys * TV_SLOT_SIZE + TV_HEADROOM - TV_HEADER_LEN;
+}
+
+/* Hands out bounce-buffered datagrams, one slot region each, while regions are left. */
+static void gro_bounce_drain(tv_engine *e, tv_rx_cursor *c) {
+  while (e->gro_i < e->gro_n && c->p < c->cap) {
+    struct mmsghdr *mm = &e->gro_msgs[e->gro_i];
+    size_t total = mm->msg_len, gs = (size_t)e->gro_seg[e->gro_i];
+    size_t dl = total - e->gro_off;
+    if (gs > 0 && dl > gs) dl = gs;
+    int phys = c->p++;
+    uint8_t *d = rx_slot(c, phys);
+    size_t cl = dl < RX_ROOM ? dl : RX_ROOM;
+    memcpy(d, e->gro_buf + (size_t)e->gro_i * TV_GRO_BUF + e->gro_off, cl);
+    int trunc = dl > RX_ROOM || (mm->msg_hdr.msg_flags & MSG_TRUNC);
+    rx_put(e, c, d, cl, trunc, &e->gro_names[e->gro_i], phys);
+    if (gs > 0 && total > gs) e->st[ST_UDP_GRO_DATAGRAMS]++;
+    e->gro_off += dl;
+    if (e->gro_off >= total) {
+      e->gro_i++;
+      e->gro_off = 0;
+    }
+  }
+}
+
+/* Direct receive of up to vlen messages, message m into slot regions base + m*k .. (k iovs of
+ * pred bytes each). A message of another segment size is re-split within its own regions;
+ * one that cannot be (truncated, or more datagrams than regions) is moved to the bounce
+ * buffers with every later one, in order. Returns recvmmsg's result. */
+static int gro_recv_direct(tv_engine *e, tv_rx_cursor *c, int vlen, int k) {
+  size_t pred = e->gro_pred;
+  int base = c->p;
+  for (int m = 0; m < vlen; m++) {
+    for (int j = 0; j < k; j++) {
+      e->iov[m * k + j].iov_base = rx_slot(c, base + m * k + j);
+      e->iov[m * k + j].iov_len = pred;
+    }
+    gro_msg_init(e, m, &e->iov[m * k], (size_t)k);
+  }
+  int r;
+  do r = recvmmsg(e->udp_fd, e->gro_msgs, (unsigned)vlen, MSG_DONTWAIT, NULL);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0) return r;
+  for (int m = 0; m < r; m++) e->gro_seg[m] = gro_seg_size(&e->gro_msgs[m].msg_hdr);
+  for (int m = 0; m < r; m++) {
+    struct mmsghdr *mm = &e->gro_msgs[m];
+    size_t len = mm->msg_len, g = (size_t)e->gro_seg[m];
+    int trunc = (mm->msg_hdr.msg_flags & MSG_TRUNC) != 0;
+    size_t dsize = g > 0 ? g : len; /* datagram size in this message */
+    int cnt = g > 0 ? (int)((len + g - 1) / g) : 1;
+    if (!trunc && (cnt > 1 ? g != pred : len > pred)) {
+      /* Not laid out one datagram per slot (the sender's segment size changed, or small
+       * datagrams such as TCP ACKs of the other direction were coalesced). If they fit the
+       * message's own slots, re-split them there through a bounce buffer (the bounce
+       * buffers are idle during a direct receive). */
+      e->st[ST_UDP_GRO_MISPREDICT]++;
+      if (g >= TV_GRO_PRED_MIN && g <= RX_ROOM) e->gro_pred = g;
+      if (cnt <= k && dsize <= RX_ROOM) {
+        uint8_t *tmp = e->gro_buf;
+        size_t left = len;
+        for (int j = 0; left > 0; j++) {
+          size_t cl = left < pred ? left : pred;
+          memcpy(tmp + (size_t)j * pred, rx_slot(c, base + m * k + j), cl);
+          left -= cl;
+        }
+        for (int j = 0; j < cnt; j++) {
+          size_t dl = len - (size_t)j * dsize;
+          if (dl > dsize) dl = dsize;
+          int phys = base + m * k + j;
+          memcpy(rx_slot(c, phys), tmp + (size_t)j * dsize, dl);
+          rx_put(e, c, rx_slot(c, phys), dl, 0, &e->gro_names[m], phys);
+          if (g > 0 && len > g) e->st[ST_UDP_GRO_DATAGRAMS]++;
+          c->p = phys + 1;
+        }
+        continue;
+      }
+      trunc = 1; /* too many to re-split here: bounce this one and the rest */
+    }
+    if (trunc) {
+      /* Bounce index b = mm2 - m <= mm2: nothing not yet moved is overwritten. */
+      for (int mm2 = m; mm2 < r; mm2++) {
+        int b = mm2 - m;
+        size_t l = e->gro_msgs[mm2].msg_len, left = l < TV_GRO_BUF ? l : TV_GRO_BUF;
+        uint8_t *dst = e->gro_buf + (size_t)b * TV_GRO_BUF;
+        for (int j = 0; left > 0; j++) {
+          size_t cl = left < pred ? left : pred;
+          memcpy(dst, e->iov[mm2 * k + j].iov_base, cl);
+          dst += cl;
+          left -= cl;
+        }
+        if (b != mm2) {
+          e->gro_names[b] = e->gro_names[mm2];
+          e->gro_seg[b] = e->gro_seg[mm2];
+        }
+        e->gro_msgs[b].msg_hdr.msg_flags = e->gro_msgs[mm2].msg_hdr.msg_flags | (l > TV_GRO_BUF ? MSG_TRUNC : 0);
+        e->gro_msgs[b].msg_len = (unsigned)(l < TV_GRO_BUF ? l : TV_GRO_BUF);
+      }
+      e->gro_n = r - m;
+      e->gro_i = 0;
+      e->gro_off = 0;
+      return r;
+    }
+    for (int j = 0; j < cnt; j++) {
+      size_t dl = len - (size_t)j * pred;
+      if (dl > pred) dl = pred;
+      int phys = base + m * k + j;
+      rx_put(e, c, rx_slot(c, phys), dl, 0, &e->gro_names[m], phys);
+      if (g > 0 && len > g) e->st[ST_UDP_GRO_DATAGRAMS]++;
+      e->st[ST_UDP_GRO_DIRECT]++;
+      c->p = phys + 1;
+    }
+  }
+  return r;
+}
+
+static int udp_recv_gro(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap) {
+  if (e->closed || cap <= 0 || ensure_scratch(e, cap) < 0) return 0;
+  tv_rx_cursor c = { .buf = buf, .addr = addr, .meta = meta, .n = 0, .p = 0, .cap = cap, .now = monotonic_ms() };
+  int drained = 0;
+  for (;;) {
+    gro_bounce_drain(e, &c);
+    if (c.p >= cap || drained) break;
+    size_t pred = e->gro_pred;
+    int k = pred >= TV_GRO_PRED_MIN ? (int)((TV_GRO_BUF + pred - 1) / pred) : 0;
+    if (k > 0 && cap - c.p >= k) {
+      int vlen = (cap - c.p) / k < TV_GRO_MSGS ? (cap - c.p) / k : TV_GRO_MSGS;
+      int r = gro_recv_direct(e, &c, vlen, k);
+      if (r <= 0) break;
+      drained = r < vlen;
+      continue;
+    }
+    /* Too few regions left for a direct message: take one message through a bounce buffer
+     * (its rest comes first next call); more would only be copied later. */
+    int vlen = k > 0 ? 1 : cap - c.p < TV_GRO_MSGS ? cap - c.p : TV_GRO_MSGS;
     for (int i = 0; i < vlen; i++) {
       e->gro_iov[i].iov_base = e->gro_buf + (size_t)i * TV_GRO_BUF;
       e->gro_iov[i].iov_len = TV_GRO_BUF;
-      struct msghdr *h = &e->gro_msgs[i].msg_hdr;
-      h->msg_name = &e->gro_names[i];
-      h->msg_namelen = sizeof e->gro_names[i];
-      h->msg_iov = &e->gro_iov[i];
-      h->msg_iovlen = 1;
-      h->msg_control = e->gro_ctrl[i].buf;
-      h->msg_controllen = sizeof e->gro_ctrl[i].buf;
-      h->msg_flags = 0;
+      gro_msg_init(e, i, &e->gro_iov[i], 1);
     }
     int r;
     do r = recvmmsg(e->udp_fd, e->gro_msgs, (unsigned)vlen, MSG_DONTWAIT, NULL);
@@ -1037,21 +1192,15 @@ static int udp_recv_gro(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr
     e->gro_off = 0;
     if (r <= 0) break;
     for (int i = 0; i < r; i++) {
-      struct msghdr *h = &e->gro_msgs[i].msg_hdr;
-      e->gro_seg[i] = 0;
-      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-          int g;
-          memcpy(&g, CMSG_DATA(c), sizeof g);
-          e->gro_seg[i] = g > 0 ? g : 0;
-        }
-      }
+      int g = gro_seg_size(&e->gro_msgs[i].msg_hdr);
+      e->gro_seg[i] = g;
+      if (g >= TV_GRO_PRED_MIN && (size_t)g <= RX_ROOM) e->gro_pred = (size_t)g;
     }
     e->gro_n = r;
     drained = r < vlen;
   }
-  e->st[ST_RX_DATAGRAMS] += (uint64_t)n;
-  return n;
+  e->st[ST_RX_DATAGRAMS] += (uint64_t)c.n;
+  return c.n;
 }
 
 /* udpRecv(buf, meta, addr) -> n */
@@ -1318,7 +1467,14 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
     int32_t *m = meta + (size_t)i * TV_META_FIELDS;
     int32_t action = m[M_ACTION], off = m[M_OFF], len = m[M_LEN];
     if (action < 0) continue;
-    uint8_t *slot = buf + (size_t)i * TV_SLOT_SIZE;
+    /* OFF counts from slot i but may point into a later slot's region (direct GRO
+     * receive): the checks below apply within the slot the packet is in. */
+    if (off < 0 || (size_t)i * TV_SLOT_SIZE + (size_t)off >= (size_t)cap * TV_SLOT_SIZE) {
+      e->st[ST_DROP_BASE + DR_OVERSIZE]++;
+      continue;
+    }
+    uint8_t *slot = buf + (size_t)(i + off / TV_SLOT_SIZE) * TV_SLOT_SIZE;
+    off %= TV_SLOT_SIZE;
     if (action == ACTION_TUN) {
       if (len <= 0 || off < 0 || off > TV_SLOT_SIZE - len) {
         e->st[ST_DROP_BASE + DR_OVERSIZE]++;

@@ -524,6 +524,85 @@ describe('UDP GSO and GRO', () => {
     expect(b.sessionInfo(9)!.rxPackets).toBe(40);
   });
 
+  it('direct GRO receive: datagrams land in their slots without a copy, across partly filled messages, and forward() relays them from there', async () => {
+    const { a, b } = pair();
+    // A third engine C that B relays to, like a FullVR forwarding a GRO batch to the next hop.
+    const uc = openUdp('127.0.0.1', 0);
+    const c = new PacketEngine({ udpFd: uc.fd, mtu: 1400 });
+    opened.push(c);
+    const kBC = randomBytes(32);
+    b.setSession(3, { peerHost: '127.0.0.1', peerPort: uc.port, remoteIndex: 7, senderId: 2, mode: AuthMode.HMAC, txKey: kBC, rxKey: kBC });
+    c.setSession(7, { peerHost: '127.0.0.1', peerPort: 1, remoteIndex: 3, senderId: 3, mode: AuthMode.HMAC, txKey: kBC, rxKey: kBC });
+    const tx = new PacketBatch(64);
+    const send = (sizes: number[]) => {
+      const pls = sizes.map((n) => randomBytes(n));
+      pls.forEach((pl, i) => put(tx, i, pl, 1));
+      a.forward(tx, pls.length);
+      return pls;
+    };
+    // Learn the segment size (first message goes through the bounce buffers).
+    send([1200, 1200]);
+    expect((await receive(b, 2)).length).toBe(2);
+    const before = b.stats();
+    // Three GSO sends -> three GRO messages of 5, 40 and 1 datagrams (last of the 40 shorter).
+    const pls = [...send(Array(5).fill(1200)), ...send([...Array(39).fill(1200), 700]), ...send([1200])];
+    await sleep(20);
+    const batch = new PacketBatch(256);
+    const n = b.udpRecv(batch);
+    expect(n).toBe(46);
+    const offs = Array.from({ length: n }, (_, i) => batch.meta[i * META_FIELDS + M.OFF]!);
+    for (let i = 0; i < n; i++) {
+      expect(batch.meta[i * META_FIELDS + M.KIND]).toBe(Kind.DATA);
+      expect(slotData(batch, i).equals(pls[i]!)).toBe(true);
+    }
+    // Datagram 5 starts the second message, whose run of slots begins after the first message's.
+    expect(offs.slice(0, 5)).toEqual(Array(5).fill(HEADROOM));
+    expect(offs[5]).toBeGreaterThan(SLOT_SIZE);
+    expect((offs[5]! - HEADROOM) % SLOT_SIZE).toBe(0);
+    expect(delta(before, b.stats())).toEqual({ rx_datagrams: 46, udp_gro_datagrams: 45, udp_gro_direct: 46 });
+    // Relay all 46 from where they lie: C gets every payload intact, in order.
+    for (let i = 0; i < n; i++) batch.meta[i * META_FIELDS + M.ACTION] = 3;
+    b.forward(batch, n);
+    const got = await receive(c, 46);
+    expect(got.map((g) => g.data.equals(pls[got.indexOf(g)]!))).toEqual(Array(46).fill(true));
+  });
+
+  it('direct GRO receive copes with other segment sizes (ACK-sized, changed MSS, one large datagram): re-split in place, none lost', async () => {
+    const { a, b } = pair();
+    const tx = new PacketBatch(64);
+    const send = (sizes: number[]) => {
+      const pls = sizes.map((n) => randomBytes(n));
+      pls.forEach((pl, i) => put(tx, i, pl, 1));
+      a.forward(tx, pls.length);
+      return pls;
+    };
+    send([1300, 1300]);
+    expect((await receive(b, 2)).length).toBe(2);
+    const before = b.stats();
+    // Segment size 1300 is predicted; small datagrams (like the other direction's TCP ACKs)
+    // coalesced into one message, 1100-byte segments and a larger single datagram arrive.
+    const pls = [
+      ...send(Array(10).fill(1300)),
+      ...send(Array(10).fill(60)),
+      ...send(Array(10).fill(1300)),
+      ...send(Array(10).fill(1100)),
+      ...send(Array(10).fill(1100)),
+      ...send([1390]),
+    ];
+    await sleep(20);
+    const got = await receive(b, 51);
+    expect(got.length).toBe(51);
+    got.forEach((g, k) => {
+      expect(g.kind).toBe(Kind.DATA);
+      expect(g.data.equals(pls[k]!)).toBe(true);
+    });
+    const d = delta(before, b.stats());
+    expect(d.rx_datagrams).toBe(51);
+    expect(d.udp_gro_mispredict).toBeGreaterThanOrEqual(2);
+    // The small ones did not move the prediction: the second 1300 group came in directly too.
+    expect(d.udp_gro_direct).toBeGreaterThanOrEqual(20);
+  });
+
   it('the poller keeps calling back while datagrams of a GRO message are held back', async () => {
     const { a, b } = pair();
     const batch = new PacketBatch(64);
