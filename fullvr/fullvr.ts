@@ -7,8 +7,6 @@ import { log } from '../shared/log.js';
 import { checkRoot, checkTunDevice, NetChanges } from '../shared/os-net.js';
 import {
   AuthMode,
-  HEADROOM,
-  HEADER_LEN,
   Kind,
   M,
   META_FIELDS,
