@@ -141,6 +141,11 @@ export function parseIp(s: string): ParsedIp {
 
 /** Parse "a.b.c.d/n" or "v6/n". Host bits are allowed here (see parsePrefix for routing prefixes). */
 export function parseCidr(s: string): ParsedCidr {
+  return parseCidrBytes(s).cidr;
+}
+
+/** parseCidr plus the address bytes as written (4 or 16), for callers that need both. */
+export function parseCidrBytes(s: string): { cidr: ParsedCidr; bytes: Uint8Array } {
   if (typeof s !== 'string') throw new Error(`${show(s)} is not a valid CIDR (expected a string like "10.1.0.0/24")`);
   const slash = s.lastIndexOf('/');
   if (slash < 0) throw new Error(`${show(s)} is not a valid CIDR (missing "/prefix-length")`);
@@ -153,21 +158,27 @@ export function parseCidr(s: string): ParsedCidr {
   }
   if (!IPCIDR.isValidCIDR(s)) throw new Error(`${show(s)} is not a valid CIDR`);
   const bits = Number(len);
-  return {
+  const cidr: ParsedCidr = {
     family: bytes.length === 4 ? 4 : 6,
     address: bytesToIp(bytes),
     bits,
     network: bytesToIp(maskBytes(bytes, bits)),
   };
+  return { cidr, bytes };
 }
 
 /** parseCidr, but a routing prefix must not have host bits set (a likely typo, e.g. 10.1.0.5/24). */
 export function parsePrefix(s: string): ParsedCidr {
-  const c = parseCidr(s);
-  if (c.address !== c.network) {
-    throw new Error(`${s} has host bits set; did you mean ${prefixString(c)}?`);
+  return parsePrefixBytes(s).cidr;
+}
+
+/** parsePrefix plus the network's bytes (the trie inserts tens of thousands: parse once). */
+export function parsePrefixBytes(s: string): { cidr: ParsedCidr; bytes: Uint8Array } {
+  const r = parseCidrBytes(s);
+  if (r.cidr.address !== r.cidr.network) {
+    throw new Error(`${s} has host bits set; did you mean ${prefixString(r.cidr)}?`);
   }
-  return c;
+  return r;
 }
 
 // RFC 1123 host name; all-numeric names are rejected so "1.2.3.999" is not taken for a DNS name.

@@ -14,7 +14,7 @@
 //
 // Memory: 16 * (4 + 4 + 1) = 144 bytes per node. 100k random /24s need ~150k nodes (~22 MB);
 // a /32 member entry costs at most 8 nodes, most of them shared with its neighbours.
-import { bytesToIp, ipToBytes, maskBytes, parsePrefix, prefixString } from './cidr.js';
+import { bytesToIp, ipToBytes, maskBytes, parsePrefix, parsePrefixBytes, prefixString } from './cidr.js';
 
 const FAN = 16; // slots per node (stride 4 bits)
 const V4_ROOT = 0;
@@ -125,8 +125,7 @@ export class PrefixTrie {
     if (!Number.isInteger(value) || value < 0 || value > MAX_VALUE) {
       throw new RangeError(`PrefixTrie value must be an integer 0..${MAX_VALUE}, got ${value}`);
     }
-    const p = parsePrefix(prefix);
-    const bytes = ipToBytes(p.address);
+    const { cidr: p, bytes } = parsePrefixBytes(prefix);
     const { depth, rel } = place(p.bits);
 
     // Walk/create the path down to the node that holds this prefix.
