@@ -14,6 +14,8 @@ export const HEADROOM = 64;
 export const HEADER_LEN = 24;
 export const TAG_LEN = 16;
 export const META_FIELDS = 10;
+/** udpPumpLocal's result flag: the returned batch holds CONTROL slots for the caller. */
+export const PUMP_CONTROL = 0x10000;
 
 const ADDR_STRIDE = 20;
 const MAX_BATCH = 1024; // recvmmsg/sendmmsg accept at most UIO_MAXIOV messages
@@ -65,6 +67,10 @@ interface NativeEngine {
   udpRecv(buf: Buffer, meta: Int32Array, addr: Buffer): number;
   tunRead(buf: Buffer, meta: Int32Array): number;
   forward(buf: Buffer, meta: Int32Array, n: number): void;
+  tunPumpTo(buf: Buffer, meta: Int32Array, session: number, outnet: number): number;
+  udpPumpLocal(buf: Buffer, meta: Int32Array, addr: Buffer, own4: Uint8Array, n4: number, own6: Uint8Array, n6: number): number;
+  pumpTunNative(buf: Buffer, meta: Int32Array, cfg: Int32Array): void;
+  pumpUdpNative(buf: Buffer, meta: Int32Array, addr: Buffer, cfg: Int32Array, own4: Uint8Array, own6: Uint8Array, onControl: (n: number) => void): void;
   sendKeepalive(index: number): void;
   sendRaw(host: string, port: number, data: Uint8Array): void;
   onUdpReadable(cb: (() => void) | null): void;
@@ -265,6 +271,44 @@ export class PacketEngine {
    */
   forward(batch: PacketBatch, n: number): void {
     this.#n.forward(batch.buf, batch.meta, n);
+  }
+
+  /**
+   * An end host's fixed decision in one native call per wake-up (read + decide + forward, up to
+   * 16 batches while they come full): every TUN packet goes to `session` with network `outnet`
+   * (session <= 0: dropped). Returns the packets read.
+   */
+  tunPumpTo(batch: PacketBatch, session: number, outnet: number): number {
+    return this.#n.tunPumpTo(batch.buf, batch.meta, session, outnet);
+  }
+
+  /**
+   * Receives and forwards in one native call per wake-up: DATA addressed to one of the own
+   * addresses (own4: n4 IPv4 addresses of 4 bytes, own6: n6 IPv6 of 16) goes to the TUN, other
+   * DATA is dropped and counted (`not_for_me`), keepalives and drops are dropped. A batch that
+   * holds CONTROL slots ends the call: the result is that batch's n with PUMP_CONTROL set, and
+   * the caller handles its CONTROL slots. Otherwise the result is the last batch's n.
+   */
+  udpPumpLocal(batch: PacketBatch, own4: Uint8Array, n4: number, own6: Uint8Array, n6: number): number {
+    return this.#n.udpPumpLocal(batch.buf, batch.meta, batch.addr, own4, n4, own6, n6);
+  }
+
+  /**
+   * tunPumpTo run by the engine itself on every TUN wake-up, without a JS call: session
+   * cfg[0] (<= 0: drop), network cfg[1]. JS changes the target by writing cfg. Replaces any
+   * onTunReadable callback.
+   */
+  pumpTunNative(batch: PacketBatch, cfg: Int32Array): void {
+    this.#n.pumpTunNative(batch.buf, batch.meta, cfg);
+  }
+
+  /**
+   * udpPumpLocal run by the engine itself on every UDP wake-up, with own-address counts
+   * cfg[2] (IPv4, in own4) and cfg[3] (IPv6, in own6). onControl(n) runs only for a batch
+   * holding CONTROL slots, before the batch is reused. Replaces any onUdpReadable callback.
+   */
+  pumpUdpNative(batch: PacketBatch, cfg: Int32Array, own4: Uint8Array, own6: Uint8Array, onControl: (n: number) => void): void {
+    this.#n.pumpUdpNative(batch.buf, batch.meta, batch.addr, cfg, own4, own6, onControl);
   }
 
   sendKeepalive(index: number): void {

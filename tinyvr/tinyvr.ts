@@ -10,7 +10,6 @@ import { Initiator, type Established } from '../shared/initiator.js';
 import { log } from '../shared/log.js';
 import { checkRoot, checkTunDevice, localAddresses, NetChanges, sourceAddressFor } from '../shared/os-net.js';
 import {
-  Action,
   Kind,
   M,
   META_FIELDS,
@@ -23,7 +22,6 @@ import {
   openTun,
   openUdp,
 } from '../shared/packet-engine.js';
-import { makePump } from '../shared/pump.js';
 import { SessionIndexAllocator } from '../shared/session-index.js';
 import { startStatusServer } from '../shared/status-server.js';
 import { UserError } from '../shared/user-error.js';
@@ -61,21 +59,44 @@ export class TinyVR {
   private tunName = '';
   private fullvrHost = '';
   private fullvrPort = 0;
-  private session = 0;
+  // The native pumps read these on every wake-up, so they live in one shared array:
+  // [session with the FullVR, its network, IPv4 and IPv6 own-address counts].
+  private readonly pumpCfg = new Int32Array(4);
+  private get session(): number {
+    return this.pumpCfg[0];
+  }
+  private set session(v: number) {
+    this.pumpCfg[0] = v;
+  }
+  private get outNetwork(): number {
+    return this.pumpCfg[1];
+  }
+  private set outNetwork(v: number) {
+    this.pumpCfg[1] = v;
+  }
+  private get own4n(): number {
+    return this.pumpCfg[2];
+  }
+  private set own4n(v: number) {
+    this.pumpCfg[2] = v;
+  }
+  private get own6n(): number {
+    return this.pumpCfg[3];
+  }
+  private set own6n(v: number) {
+    this.pumpCfg[3] = v;
+  }
   private remoteIndex = 0;
   private join: JoinState | null = null;
   private installedRoutes = new Set<string>();
   // Our overlay addresses (IPv4 and/or IPv6) packed for the per-packet "is it for us" check.
-  private own4 = new Uint8Array(16);
-  private own4n = 0;
-  private own6 = new Uint8Array(64);
-  private own6n = 0;
-  private outNetwork = 0;
+  private readonly own4 = new Uint8Array(16);
+  private readonly own6 = new Uint8Array(64);
   private timers: NodeJS.Timeout[] = [];
   private statusServer: Server | null = null;
   private joinedAtMono = 0;
   private stopped = false;
-  private counters = { joins: 0, rejoins: 0, failovers: 0, not_for_me: 0, routes_refused: 0 };
+  private counters = { joins: 0, rejoins: 0, failovers: 0, routes_refused: 0 };
   private physicalAddrs: string[] = [];
   private ticket: string | undefined;
   private firstJoin: { resolve: () => void; reject: (e: Error) => void } | null = null;
@@ -123,21 +144,11 @@ export class TinyVR {
     }
     const batchTun = new PacketBatch(BATCH);
     const batchUdp = new PacketBatch(BATCH);
-    this.engine.onTunReadable(
-      makePump(batchTun, {
-        read: (b) => this.engine.tunRead(b),
-        decide: (b, n) => this.decideTun(b, n),
-        forward: (b, n) => this.engine.forward(b, n),
-      }),
-    );
-    this.engine.onUdpReadable(
-      makePump(batchUdp, {
-        read: (b) => this.engine.udpRecv(b),
-        decide: (b, n) => this.decideUdp(b, n),
-        forward: (b, n) => this.engine.forward(b, n),
-        after: (b, n) => this.afterUdp(b, n),
-      }),
-    );
+    // Our decision is fixed (TUN -> the FullVR session; FullVR -> TUN if addressed to us), so
+    // the engine reads, decides and forwards by itself from its poll callback: a wake-up that
+    // carries only data never enters JS. JS hears of control messages (handshake answers, errors).
+    this.engine.pumpTunNative(batchTun, this.pumpCfg);
+    this.engine.pumpUdpNative(batchUdp, this.pumpCfg, this.own4, this.own6, (n) => this.afterUdp(batchUdp, n));
     this.initiator = new Initiator({
       engine: this.engine,
       indices: this.indices,
@@ -310,47 +321,11 @@ export class TinyVR {
     this.installedRoutes = new Set(wanted.keys());
   }
 
-  private decideTun(batch: PacketBatch, n: number): void {
-    const meta = batch.meta;
-    const action = this.session > 0 ? this.session : Action.DROP;
+  /** Control messages (handshake answers, errors) the engine left in the batch. */
+  private afterUdp(batch: PacketBatch, n: number): void {
     for (let i = 0; i < n; i++) {
       const b = i * META_FIELDS;
-      meta[b + M.ACTION] = action;
-      meta[b + M.OUTNET] = this.outNetwork;
-      // The hop count counts VRs a packet crossed; a TinyVR is not one (the engine adds 1).
-      meta[b + M.HOPS] = -1;
-    }
-  }
-
-  private ctrl = new Int32Array(BATCH);
-  private ctrlCount = 0;
-
-  private decideUdp(batch: PacketBatch, n: number): void {
-    const meta = batch.meta;
-    const buf = batch.buf;
-    this.ctrlCount = 0;
-    for (let i = 0; i < n; i++) {
-      const b = i * META_FIELDS;
-      const kind = meta[b + M.KIND];
-      meta[b + M.ACTION] = Action.DROP;
-      if (kind === Kind.CONTROL) {
-        this.ctrl[this.ctrlCount++] = i;
-        continue;
-      }
-      if (kind !== Kind.DATA) continue;
-      // Deliver only packets addressed to us: a confused or hostile FullVR cannot use us as a router.
-      const off = i * SLOT_SIZE + meta[b + M.OFF];
-      const v = buf[off] >> 4;
-      const ok = v === 4 ? matchAny(buf, off + 16, this.own4, this.own4n, 4) : v === 6 && matchAny(buf, off + 24, this.own6, this.own6n, 16);
-      if (ok) meta[b + M.ACTION] = Action.TUN;
-      else this.counters.not_for_me++;
-    }
-  }
-
-  private afterUdp(batch: PacketBatch, _n: number): void {
-    for (let k = 0; k < this.ctrlCount; k++) {
-      const i = this.ctrl[k];
-      const b = i * META_FIELDS;
+      if (batch.meta[b + M.KIND] !== Kind.CONTROL) continue;
       const off = i * SLOT_SIZE + batch.meta[b + M.OFF];
       const msg = Buffer.from(batch.buf.subarray(off, off + batch.meta[b + M.LEN]));
       const type = batch.meta[b + M.TYPE];
@@ -442,6 +417,7 @@ export class TinyVR {
 
   status(): Record<string, unknown> {
     const info = this.session ? this.engine.sessionInfo(this.session) : null;
+    const engine: Record<string, number> = this.engine?.stats() ?? {};
     return {
       role: 'tinyvr',
       state: this.join ? 'joined' : 'joining',
@@ -451,20 +427,11 @@ export class TinyVR {
       join: this.join ? { ...this.join, ticket: undefined } : null,
       routes: [...this.installedRoutes],
       session: info,
-      counters: this.counters,
-      engine: this.engine?.stats() ?? {},
+      // not_for_me is counted by the engine (the native pump decides what is for us).
+      counters: { ...this.counters, not_for_me: engine.not_for_me ?? 0 },
+      engine,
     };
   }
-}
-
-/** Does the address at buf[at..at+len) equal one of the n addresses packed in list? */
-function matchAny(buf: Uint8Array, at: number, list: Uint8Array, n: number, len: number): boolean {
-  for (let j = 0; j < n; j++) {
-    let k = 0;
-    while (k < len && buf[at + k] === list[j * len + k]) k++;
-    if (k === len) return true;
-  }
-  return false;
 }
 
 function safeContains(cidr: string, ip: string): boolean {

@@ -35,7 +35,7 @@ enum {
   ST_RX_DATAGRAMS, ST_TX_DATAGRAMS, ST_TUN_RX, ST_TUN_TX, ST_MSS_CLAMPED,
   ST_SEND_ERRORS, ST_TUN_WRITE_ERRORS, ST_TUN_GSO_READS, ST_TUN_SEGMENTS, ST_TUN_COALESCED_WRITES,
   ST_TUN_OFFLOAD_ERRORS, ST_UDP_GRO_DATAGRAMS, ST_UDP_GSO_SENDS, ST_UDP_GSO_FALLBACKS,
-  ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT,
+  ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT, ST_NOT_FOR_ME,
   ST_DROP_BASE, /* + DropReason (1..9) */
   ST_COUNT = ST_DROP_BASE + DR_COUNT
 };
@@ -57,6 +57,7 @@ static const char *const stat_names[ST_COUNT] = {
   [ST_UDP_GSO_FALLBACKS] = "udp_gso_fallbacks",
   [ST_UDP_GRO_DIRECT] = "udp_gro_direct",
   [ST_UDP_GRO_MISPREDICT] = "udp_gro_mispredict",
+  [ST_NOT_FOR_ME] = "not_for_me",
   [ST_DROP_BASE + DR_TRUNCATED] = "truncated",
   [ST_DROP_BASE + DR_BAD_VERSION] = "bad_version",
   [ST_DROP_BASE + DR_BAD_TYPE] = "bad_type",
@@ -82,7 +83,28 @@ typedef struct tv_poller {
   int (*pending)(void *ctx);
   uint64_t (*progress)(void *ctx);
   void *ctx;
+  struct tv_pump *pump; /* set: the engine forwards by itself; JS hears only of control messages */
 } tv_poller;
+
+/* A native pump: the TinyVR's fixed decision run straight from the poll callback, so a
+ * wake-up that only carries data never enters JS (V8's callback machinery was ~12 % of a
+ * TinyVR's CPU at ping rates, and most of a cold wake-up's instructions). The arrays are
+ * JS-owned; the references keep them alive while the pump holds their pointers. */
+typedef struct tv_pump {
+  int udp;                   /* 1: udpPumpLocal's decision, 0: tunPumpTo's */
+  napi_ref refs[6];
+  int nrefs;
+  uint8_t *buf, *addr, *own4, *own6;
+  int32_t *meta, *cfg;       /* cfg: [session, outnet, n4, n6], written by JS when they change */
+  size_t l4, l6;
+  int cap;
+} tv_pump;
+
+static void pump_free(napi_env env, tv_pump *pump) {
+  if (!pump) return;
+  for (int i = 0; i < pump->nrefs; i++) napi_delete_reference(env, pump->refs[i]);
+  free(pump);
+}
 
 #define TV_GRO_MSGS 8          /* bounce buffers for UDP GRO receive */
 #define TV_GRO_BUF 65536       /* one GRO message: at most a 64 KB UDP payload */
@@ -388,6 +410,8 @@ static void poller_closed(uv_handle_t *h) {
 }
 
 static void poller_release(tv_poller *p) {
+  pump_free(p->env, p->pump);
+  p->pump = NULL;
   if (p->cb) napi_delete_reference(p->env, p->cb);
   if (p->actx) napi_async_destroy(p->env, p->actx);
   p->cb = NULL;
@@ -407,15 +431,16 @@ static void poller_stop(tv_poller **pp) {
   else poller_release(p);
 }
 
-static void poller_invoke(tv_poller *p) {
+/* Calls the JS callback; with arg >= 0 it gets that number as its argument. */
+static void poller_invoke(tv_poller *p, int arg) {
   napi_env env = p->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb = NULL, global, result;
+  napi_value cb = NULL, global, result, argv[1];
   if (p->cb && napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb &&
-      napi_get_global(env, &global) == napi_ok) {
+      napi_get_global(env, &global) == napi_ok && (arg < 0 || napi_create_int32(env, arg, &argv[0]) == napi_ok)) {
     p->in_cb = 1;
-    napi_status s = napi_make_callback(env, p->actx, global, cb, 0, NULL, &result);
+    napi_status s = napi_make_callback(env, p->actx, global, cb, arg < 0 ? 0 : 1, argv, &result);
     p->in_cb = 0;
     if (s == napi_pending_exception) {
       napi_value err;
@@ -426,6 +451,12 @@ static void poller_invoke(tv_poller *p) {
 }
 
 static void on_idle(uv_idle_t *h);
+static void pump_run(tv_poller *p); /* with the fused pumps below */
+
+static void poller_dispatch(tv_poller *p) {
+  if (p->pump) pump_run(p);
+  else poller_invoke(p, -1);
+}
 
 /* Keeps the idle handle running only while data is held back and the callback
  * consumes it (a callback that does not read must not make the loop spin). */
@@ -445,14 +476,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   (void)events;
   tv_poller *p = (tv_poller *)h->data;
   uint64_t before = p->progress(p->ctx);
-  poller_invoke(p);
+  poller_dispatch(p);
   poller_after(p, before, 0);
 }
 
 static void on_idle(uv_idle_t *h) {
   tv_poller *p = (tv_poller *)h->data;
   uint64_t before = p->progress(p->ctx);
-  poller_invoke(p);
+  poller_dispatch(p);
   poller_after(p, before, 1);
 }
 
@@ -467,50 +498,68 @@ static int tun_pending(void *ctx) {
 }
 static uint64_t tun_progress(void *ctx) { return ((tv_engine *)ctx)->st[ST_TUN_RX]; }
 
-static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd, napi_value cb, const char *what) {
+/* Starts (or retargets) polling fd. cb: the JS callback, run on every wake-up, or with a
+ * pump only when a batch holds control messages (then it may be undefined). The poller
+ * owns the pump from here on, also on error. */
+static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd, napi_value cb, const char *what,
+                             tv_pump *pump) {
   napi_valuetype t;
-  NAPI_CALL(env, napi_typeof(env, cb, &t));
-  if (t == napi_undefined || t == napi_null) {
+  if (napi_typeof(env, cb, &t) != napi_ok) {
+    pump_free(env, pump);
+    throw_napi(env, "napi_typeof");
+    return NULL;
+  }
+  int nullish = t == napi_undefined || t == napi_null;
+  if (!pump && nullish) {
     poller_stop(pp);
     return undefined(env);
   }
-  if (t != napi_function) {
+  if (t != napi_function && !nullish) {
+    pump_free(env, pump);
     napi_throw_type_error(env, NULL, "callback must be a function");
     return NULL;
   }
-  if (e->closed) {
-    napi_throw_error(env, NULL, "PacketEngine is closed");
-    return NULL;
-  }
-  if (fd < 0) {
+  if (e->closed || fd < 0) {
+    pump_free(env, pump);
     char msg[64];
-    snprintf(msg, sizeof msg, "PacketEngine has no %s fd", what);
+    if (e->closed) snprintf(msg, sizeof msg, "PacketEngine is closed");
+    else snprintf(msg, sizeof msg, "PacketEngine has no %s fd", what);
     napi_throw_error(env, NULL, msg);
     return NULL;
   }
-  napi_ref ref;
-  NAPI_CALL(env, napi_create_reference(env, cb, 1, &ref));
-  if (*pp) { /* just swap the callback */
-    napi_delete_reference(env, (*pp)->cb);
+  napi_ref ref = NULL;
+  if (!nullish && napi_create_reference(env, cb, 1, &ref) != napi_ok) {
+    pump_free(env, pump);
+    throw_napi(env, "napi_create_reference");
+    return NULL;
+  }
+  if (*pp) { /* just swap the callback and the pump */
+    if ((*pp)->cb) napi_delete_reference(env, (*pp)->cb);
     (*pp)->cb = ref;
+    pump_free(env, (*pp)->pump);
+    (*pp)->pump = pump;
     return undefined(env);
   }
   uv_loop_t *loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
-    napi_delete_reference(env, ref);
+    if (ref) napi_delete_reference(env, ref);
+    pump_free(env, pump);
     throw_napi(env, "napi_get_uv_event_loop");
     return NULL;
   }
   tv_poller *p = calloc(1, sizeof *p);
   if (!p) {
-    napi_delete_reference(env, ref);
+    if (ref) napi_delete_reference(env, ref);
+    pump_free(env, pump);
     return throw_sys(env, "poller", ENOMEM);
   }
   p->env = env;
   p->cb = ref;
+  p->pump = pump;
   int r = uv_poll_init(loop, &p->handle, fd);
   if (r != 0) {
-    napi_delete_reference(env, ref);
+    if (ref) napi_delete_reference(env, ref);
+    pump_free(env, pump);
     free(p);
     char msg[128];
     snprintf(msg, sizeof msg, "uv_poll_init(%s): %s", what, uv_strerror(r));
@@ -1441,6 +1490,8 @@ static void udp_group_finish(tv_engine *e, int j, size_t gso_size) {
 }
 
 /* forward(buf, meta, n) */
+static void forward_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int n, int cap);
+
 static napi_value Engine_forward(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -1452,11 +1503,14 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
   if (argc < 3 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
       !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc) || !arg_i32(env, argv[2], "n", &n))
     return NULL;
-  int cap = batch_cap(bl, mc, (size_t)-1);
+  forward_batch(e, bufv, metav, n, batch_cap(bl, mc, (size_t)-1));
+  return undefined(env);
+}
+
+/* Seals/sends or writes to the TUN slots 0..n of a batch of cap slots, per their ACTION. */
+static void forward_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int n, int cap) {
   if (n > cap) n = cap;
-  if (e->closed || n <= 0 || ensure_scratch(e, n) < 0) return undefined(env);
-  uint8_t *buf = bufv;
-  int32_t *meta = metav;
+  if (e->closed || n <= 0 || ensure_scratch(e, n) < 0) return;
   /* UDP: nm messages over ni iov entries (one per datagram). The open group (the last
    * message) grows while the next UDP-bound slot goes to the same session with a
    * datagram of the group's size; a shorter one ends it. Only consecutive UDP-bound
@@ -1548,7 +1602,222 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
     udp_group_finish(e, nm - 1, gso_size);
     flush_udp(e, nm);
   }
-  return undefined(env);
+}
+
+/* ---------- fused pumps (the TinyVR's data path) ----------
+ * A TinyVR's decision is fixed: whatever its TUN gives goes to its one session, and a
+ * datagram from the FullVR goes to the TUN only if it is addressed to this host. Reading,
+ * deciding and forwarding in one native call per wake-up spares the generic JS pump's
+ * round trips (read, decide loop, forward: ~15 % of a TinyVR's CPU at low packet rates,
+ * i.e. latency on every crossing). Routers with real decisions (the FullVR) keep the
+ * generic read/decide/forward calls. */
+#define TV_PUMP_BATCHES 16 /* batches per wake-up, as the JS pump: the other fd gets its turn */
+
+/* One TUN batch to `session` (<= 0: dropped) -> packets read (0: nothing to read). */
+static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet) {
+  int n = e->tun_vnet ? tun_read_offload(e, buf, meta, cap) : tun_read_plain(e, buf, meta, cap);
+  if (n <= 0) return 0;
+  for (int i = 0; i < n; i++) {
+    int32_t *m = meta + (size_t)i * TV_META_FIELDS;
+    if (m[M_KIND] <= 0) continue; /* already dropped (oversize) */
+    m[M_ACTION] = session > 0 ? session : ACTION_DROP;
+    m[M_OUTNET] = outnet;
+    m[M_HOPS] = -1; /* a TinyVR is no VR: its packets leave with hops 0 */
+  }
+  forward_batch(e, buf, meta, n, cap);
+  return n;
+}
+
+static int addr_in(const uint8_t *a, const uint8_t *list, uint32_t count, size_t width) {
+  for (uint32_t i = 0; i < count; i++)
+    if (memcmp(a, list + (size_t)i * width, width) == 0) return 1;
+  return 0;
+}
+
+#define TV_PUMP_CONTROL 0x10000
+
+/* One UDP batch: DATA addressed to an own address to the TUN, the rest dropped (not_for_me
+ * counts DATA for others) -> n, | TV_PUMP_CONTROL when CONTROL slots are left for the caller. */
+static int udp_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap, const uint8_t *o4,
+                          uint32_t n4, const uint8_t *o6, uint32_t n6) {
+  int n = e->udp_gro ? udp_recv_gro(e, buf, meta, addr, cap) : udp_recv(e, buf, meta, addr, cap);
+  if (n <= 0) return 0;
+  int ctrl = 0;
+  for (int i = 0; i < n; i++) {
+    int32_t *m = meta + (size_t)i * TV_META_FIELDS;
+    int32_t kind = m[M_KIND];
+    m[M_ACTION] = ACTION_DROP;
+    if (kind == KIND_CONTROL) ctrl = 1;
+    if (kind != KIND_DATA) continue;
+    const uint8_t *p = buf + (size_t)i * TV_SLOT_SIZE + m[M_OFF];
+    int32_t len = m[M_LEN];
+    int v = p[0] >> 4;
+    int ok = v == 4 ? len >= 20 && addr_in(p + 16, o4, n4, 4) : v == 6 && len >= 40 && addr_in(p + 24, o6, n6, 16);
+    if (ok) m[M_ACTION] = ACTION_TUN;
+    else e->st[ST_NOT_FOR_ME]++;
+  }
+  forward_batch(e, buf, meta, n, cap);
+  return ctrl ? n | TV_PUMP_CONTROL : n;
+}
+
+/* tunPumpTo(buf, meta, session, outnet) -> packets read. session <= 0: drop them. */
+static napi_value Engine_tunPumpTo(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  void *bufv, *metav;
+  size_t bl, mc;
+  int32_t session, outnet;
+  if (argc < 4 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
+      !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc) || !arg_i32(env, argv[2], "session", &session) ||
+      !arg_i32(env, argv[3], "outnet", &outnet))
+    return NULL;
+  int cap = batch_cap(bl, mc, (size_t)-1), total = 0;
+  for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
+    int n = tun_pump_batch(e, bufv, metav, cap, session, outnet);
+    total += n;
+    if (n < cap) break;
+  }
+  return make_i32(env, total);
+}
+
+static int own_lists_fit(napi_env env, size_t l4, uint32_t n4, size_t l6, uint32_t n6) {
+  if ((size_t)n4 * 4 <= l4 && (size_t)n6 * 16 <= l6) return 1;
+  napi_throw_range_error(env, NULL, "own address count exceeds its array");
+  return 0;
+}
+
+/* udpPumpLocal(buf, meta, addr, own4, n4, own6, n6) -> n | 0x10000
+ * Receives and forwards batches (see udp_pump_batch). Stops after a batch holding CONTROL
+ * slots and returns its n with bit 16 set: the caller handles those slots (still in the
+ * batch, ACTION DROP). Otherwise returns the n of the last batch (< capacity: drained). */
+static napi_value Engine_udpPumpLocal(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  void *bufv, *metav, *addrv, *o4, *o6;
+  size_t bl, mc, al, l4, l6;
+  uint32_t n4, n6;
+  if (argc < 7 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
+      !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc) ||
+      !arg_typed(env, argv[2], napi_uint8_array, "addr", &addrv, &al) ||
+      !arg_typed(env, argv[3], napi_uint8_array, "own4", &o4, &l4) || !arg_u32(env, argv[4], "n4", &n4) ||
+      !arg_typed(env, argv[5], napi_uint8_array, "own6", &o6, &l6) || !arg_u32(env, argv[6], "n6", &n6) ||
+      !own_lists_fit(env, l4, n4, l6, n6))
+    return NULL;
+  int cap = batch_cap(bl, mc, al), r = 0;
+  for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
+    r = udp_pump_batch(e, bufv, metav, addrv, cap, o4, n4, o6, n6);
+    if ((r & TV_PUMP_CONTROL) || r < cap) break;
+  }
+  return make_i32(env, r);
+}
+
+/* ---------- native pumps: the fused pumps run from the poll callback ---------- */
+
+static void pump_run(tv_poller *p) {
+  tv_engine *e = p->ctx;
+  tv_pump *q = p->pump;
+  for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
+    int32_t *cfg = q->cfg;
+    int r;
+    if (!q->udp) {
+      r = tun_pump_batch(e, q->buf, q->meta, q->cap, cfg[0], cfg[1]);
+    } else {
+      /* counts are re-checked here: JS may have written anything into cfg */
+      uint32_t n4 = cfg[2] < 0 ? 0 : (uint32_t)cfg[2], n6 = cfg[3] < 0 ? 0 : (uint32_t)cfg[3];
+      if ((size_t)n4 * 4 > q->l4) n4 = (uint32_t)(q->l4 / 4);
+      if ((size_t)n6 * 16 > q->l6) n6 = (uint32_t)(q->l6 / 16);
+      r = udp_pump_batch(e, q->buf, q->meta, q->addr, q->cap, q->own4, n4, q->own6, n6);
+      if (r & TV_PUMP_CONTROL) {
+        r &= 0xffff;
+        poller_invoke(p, r); /* JS handles the CONTROL slots before the batch is reused */
+        if (p->dead || p->pump != q) return; /* JS stopped or replaced the pump: q may be gone */
+      }
+    }
+    if (r < q->cap) break;
+  }
+}
+
+/* Takes a typed array argument into the pump: its pointer, and a reference keeping it alive. */
+static bool pump_hold(napi_env env, tv_pump *q, napi_value v, napi_typedarray_type want, const char *name,
+                      void **data, size_t *count) {
+  if (!arg_typed(env, v, want, name, data, count)) return false;
+  if (napi_create_reference(env, v, 1, &q->refs[q->nrefs]) != napi_ok) {
+    throw_napi(env, "napi_create_reference");
+    return false;
+  }
+  q->nrefs++;
+  return true;
+}
+
+/* pumpTunNative(buf, meta, cfg): from now on the engine moves TUN packets to session cfg[0]
+ * with network cfg[1] by itself on every wake-up, without calling JS. */
+static napi_value Engine_pumpTunNative(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  tv_pump *q = calloc(1, sizeof *q);
+  if (!q) return throw_sys(env, "pump", ENOMEM);
+  void *bufv, *metav, *cfgv;
+  size_t bl, mc, cc;
+  if (argc < 3 || !pump_hold(env, q, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
+      !pump_hold(env, q, argv[1], napi_int32_array, "meta", &metav, &mc) ||
+      !pump_hold(env, q, argv[2], napi_int32_array, "cfg", &cfgv, &cc)) {
+    pump_free(env, q);
+    return NULL;
+  }
+  q->buf = bufv, q->meta = metav, q->cfg = cfgv;
+  q->cap = batch_cap(bl, mc, (size_t)-1);
+  if (cc < 2 || q->cap < 1) {
+    pump_free(env, q);
+    napi_throw_range_error(env, NULL, cc < 2 ? "cfg needs 2 entries" : "batch has no slot");
+    return NULL;
+  }
+  napi_value undef = undefined(env);
+  return set_poller(env, e, &e->tun_poll, e->tun_fd, undef, "TUN", q);
+}
+
+/* pumpUdpNative(buf, meta, addr, cfg, own4, own6, onControl): from now on the engine
+ * receives and forwards by itself (DATA for one of the cfg[2] IPv4 addresses in own4 or
+ * the cfg[3] IPv6 addresses in own6 to the TUN); onControl(n) runs only for a batch that
+ * holds CONTROL slots. */
+static napi_value Engine_pumpUdpNative(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  tv_pump *q = calloc(1, sizeof *q);
+  if (!q) return throw_sys(env, "pump", ENOMEM);
+  q->udp = 1;
+  void *bufv, *metav, *addrv, *cfgv, *o4, *o6;
+  size_t bl, mc, al, cc;
+  if (argc < 7 || !pump_hold(env, q, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
+      !pump_hold(env, q, argv[1], napi_int32_array, "meta", &metav, &mc) ||
+      !pump_hold(env, q, argv[2], napi_uint8_array, "addr", &addrv, &al) ||
+      !pump_hold(env, q, argv[3], napi_int32_array, "cfg", &cfgv, &cc) ||
+      !pump_hold(env, q, argv[4], napi_uint8_array, "own4", &o4, &q->l4) ||
+      !pump_hold(env, q, argv[5], napi_uint8_array, "own6", &o6, &q->l6)) {
+    pump_free(env, q);
+    return NULL;
+  }
+  q->buf = bufv, q->meta = metav, q->addr = addrv, q->cfg = cfgv, q->own4 = o4, q->own6 = o6;
+  q->cap = batch_cap(bl, mc, al);
+  if (cc < 4 || q->cap < 1) {
+    pump_free(env, q);
+    napi_throw_range_error(env, NULL, cc < 4 ? "cfg needs 4 entries" : "batch has no slot");
+    return NULL;
+  }
+  napi_valuetype t;
+  if (napi_typeof(env, argv[6], &t) != napi_ok || t != napi_function) {
+    pump_free(env, q);
+    napi_throw_type_error(env, NULL, "onControl must be a function");
+    return NULL;
+  }
+  return set_poller(env, e, &e->udp_poll, e->udp_fd, argv[6], "UDP", q);
 }
 
 static napi_value Engine_sendKeepalive(napi_env env, napi_callback_info info) {
@@ -1614,7 +1883,7 @@ static napi_value Engine_onUdpReadable(napi_env env, napi_callback_info info) {
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
   if (argc < 1) NAPI_CALL(env, napi_get_undefined(env, &argv[0]));
-  return set_poller(env, e, &e->udp_poll, e->udp_fd, argv[0], "UDP");
+  return set_poller(env, e, &e->udp_poll, e->udp_fd, argv[0], "UDP", NULL);
 }
 
 static napi_value Engine_onTunReadable(napi_env env, napi_callback_info info) {
@@ -1623,7 +1892,7 @@ static napi_value Engine_onTunReadable(napi_env env, napi_callback_info info) {
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
   if (argc < 1) NAPI_CALL(env, napi_get_undefined(env, &argv[0]));
-  return set_poller(env, e, &e->tun_poll, e->tun_fd, argv[0], "TUN");
+  return set_poller(env, e, &e->tun_poll, e->tun_fd, argv[0], "TUN", NULL);
 }
 
 static napi_value Engine_stats(napi_env env, napi_callback_info info) {
@@ -1869,6 +2138,10 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"udpRecv", NULL, Engine_udpRecv, NULL, NULL, NULL, napi_default, NULL},
     {"tunRead", NULL, Engine_tunRead, NULL, NULL, NULL, napi_default, NULL},
     {"forward", NULL, Engine_forward, NULL, NULL, NULL, napi_default, NULL},
+    {"tunPumpTo", NULL, Engine_tunPumpTo, NULL, NULL, NULL, napi_default, NULL},
+    {"udpPumpLocal", NULL, Engine_udpPumpLocal, NULL, NULL, NULL, napi_default, NULL},
+    {"pumpTunNative", NULL, Engine_pumpTunNative, NULL, NULL, NULL, napi_default, NULL},
+    {"pumpUdpNative", NULL, Engine_pumpUdpNative, NULL, NULL, NULL, napi_default, NULL},
     {"sendKeepalive", NULL, Engine_sendKeepalive, NULL, NULL, NULL, napi_default, NULL},
     {"sendRaw", NULL, Engine_sendRaw, NULL, NULL, NULL, napi_default, NULL},
     {"onUdpReadable", NULL, Engine_onUdpReadable, NULL, NULL, NULL, napi_default, NULL},

@@ -16,6 +16,7 @@ import {
   Kind,
   M,
   META_FIELDS,
+  PUMP_CONTROL,
   PacketBatch,
   PacketEngine,
   SLOT_SIZE,
@@ -416,6 +417,149 @@ function hmacOpen(key: Buffer, d: Buffer): { counter: number; payload: Buffer } 
   if (!tag.equals(d.subarray(d.length - TAG_LEN))) throw new Error('bad tag');
   return { counter: Number(d.readBigUInt64BE(16)), payload: d.subarray(HEADER_LEN, d.length - TAG_LEN) };
 }
+
+describe('fused TinyVR pumps: read + decide + forward in one native call', () => {
+  const k = randomBytes(32);
+  /** A (TUN injected/captured, offload) and B (plain UDP, TUN captured) with an HMAC session each way. */
+  function tinyPair() {
+    const ua = openUdp('127.0.0.1', 0);
+    const ub = openUdp('127.0.0.1', 0);
+    const a = new PacketEngine({ udpFd: ua.fd, mtu: 1500, tunOffload: true });
+    const b = new PacketEngine({ udpFd: ub.fd, mtu: 1500, tunOffload: true });
+    opened.push(a, b);
+    a.__tunCapture(true);
+    b.__tunCapture(true);
+    a.setSession(1, { peerHost: '127.0.0.1', peerPort: ub.port, remoteIndex: 9, senderId: 1, mode: AuthMode.HMAC, txKey: k, rxKey: k });
+    b.setSession(9, { peerHost: '127.0.0.1', peerPort: ua.port, remoteIndex: 1, senderId: 2, mode: AuthMode.HMAC, txKey: k, rxKey: k });
+    return { a, b, portB: ub.port };
+  }
+
+  it('tunPumpTo: a TSO super-packet leaves as its segments to the session, with the network and hop count 0; session <= 0 drops', async () => {
+    const { a, b } = tinyPair();
+    const payload = randomBytes(30000);
+    const { read, pkt } = superPacket(false, payload, 1400, 0x10 | 0x08);
+    const want = refSegment(pkt, 1400);
+    a.__tunInject(read);
+    const batch = new PacketBatch(256);
+    expect(a.tunPumpTo(batch, 1, 77)).toBe(want.length);
+    const rx = new PacketBatch(256);
+    const got: Buffer[] = [];
+    const end = Date.now() + 2000;
+    while (got.length < want.length && Date.now() < end) {
+      const n = b.udpRecv(rx);
+      for (let i = 0; i < n; i++) {
+        const o = i * META_FIELDS;
+        expect([rx.meta[o + M.KIND], rx.meta[o + M.NETWORK], rx.meta[o + M.HOPS], rx.meta[o + M.SENDER]]).toEqual([Kind.DATA, 77, 0, 1]);
+        got.push(slotData(rx, i));
+      }
+      if (!n) await sleep(2);
+    }
+    expect(got.length).toBe(want.length);
+    got.forEach((g, i) => expect(g.equals(want[i]!)).toBe(true));
+    // Not joined (session <= 0): read and dropped, nothing sent.
+    const before = a.stats();
+    a.__tunInject(superPacket(false, randomBytes(5000), 1400, 0x10).read);
+    expect(a.tunPumpTo(batch, -1, 77)).toBe(4);
+    expect(a.stats().tx_datagrams).toBe(before.tx_datagrams);
+  });
+
+  it('udpPumpLocal: DATA for our addresses reaches the TUN, DATA for others is counted and dropped, CONTROL is left to the caller', async () => {
+    const { a, b, portB } = tinyPair();
+    const own4 = Buffer.alloc(16), own6 = Buffer.alloc(64);
+    DST4.copy(own4, 4); // second of two own IPv4 addresses
+    Buffer.from([10, 9, 9, 9]).copy(own4, 0);
+    DST6.copy(own6, 0);
+    const other4 = tcpPacket({ seq: 1, flags: 0x18, payload: randomBytes(100) });
+    other4[16] = 10; other4[17] = 1; other4[18] = 0; other4[19] = 99; // not ours (checksum irrelevant: dropped)
+    const mine = [tcpPacket({ seq: 1, flags: 0x18, payload: randomBytes(300) }), tcpPacket({ v6: true, seq: 1, flags: 0x18, payload: randomBytes(200) })];
+    const tx = new PacketBatch(8);
+    put(tx, 0, mine[0]!, 1);
+    put(tx, 1, other4, 1);
+    put(tx, 2, mine[1]!, 1);
+    a.forward(tx, 3);
+    // A control message (INIT-type header, no auth), as a FullVR's handshake answer would be.
+    const ctrl = Buffer.alloc(HEADER_LEN + 40);
+    ctrl[0] = 1;
+    ctrl[1] = 3;
+    const sock = dgram.createSocket('udp4');
+    socks.push(sock);
+    await new Promise<void>((r) => sock.send(ctrl, portB, '127.0.0.1', () => r()));
+    await sleep(30);
+    const before = b.stats();
+    const batch = new PacketBatch(64);
+    let control = 0;
+    const end = Date.now() + 2000;
+    while (control === 0 && Date.now() < end) {
+      const r = b.udpPumpLocal(batch, own4, 2, own6, 1);
+      if (r & PUMP_CONTROL) {
+        const n = r & 0xffff;
+        for (let i = 0; i < n; i++) {
+          const o = i * META_FIELDS;
+          if (batch.meta[o + M.KIND] !== Kind.CONTROL) continue;
+          control++;
+          expect(batch.meta[o + M.ACTION]).toBe(Action.DROP);
+          expect(slotData(batch, i).equals(ctrl)).toBe(true);
+        }
+      } else await sleep(2);
+    }
+    expect(control).toBe(1);
+    const writes = b.__tunCapture(true).map((w) => w.subarray(10));
+    expect(writes.length).toBe(2);
+    expect(writes.some((w) => w.equals(mine[0]!))).toBe(true);
+    expect(writes.some((w) => w.equals(mine[1]!))).toBe(true);
+    expect(delta(before, b.stats())).toMatchObject({ rx_datagrams: 4, not_for_me: 1, tun_tx: 2 });
+    // Wrong counts are refused, not read past the arrays.
+    expect(() => b.udpPumpLocal(batch, own4, 5, own6, 1)).toThrow(RangeError);
+  });
+
+  it('pumpUdpNative: the engine delivers by itself; JS hears only of CONTROL; own-address counts are read from cfg on every wake-up', async () => {
+    const { a, b, portB } = tinyPair();
+    const own4 = Buffer.alloc(16), own6 = Buffer.alloc(64);
+    DST4.copy(own4, 0);
+    DST6.copy(own6, 0);
+    const mine = [tcpPacket({ seq: 1, flags: 0x18, payload: randomBytes(300) }), tcpPacket({ v6: true, seq: 1, flags: 0x18, payload: randomBytes(200) })];
+    const batch = new PacketBatch(64);
+    const cfg = new Int32Array([0, 0, 1, 1]);
+    const seen: number[] = []; // CONTROL slots per onControl call
+    b.pumpUdpNative(batch, cfg, own4, own6, (n) => {
+      let c = 0;
+      for (let i = 0; i < n; i++) if (batch.meta[i * META_FIELDS + M.KIND] === Kind.CONTROL) c++;
+      seen.push(c);
+    });
+    const before = b.stats();
+    const tx = new PacketBatch(8);
+    put(tx, 0, mine[0]!, 1);
+    put(tx, 1, mine[1]!, 1);
+    a.forward(tx, 2);
+    let writes: Buffer[] = [];
+    const end = Date.now() + 2000;
+    while (writes.length < 2 && Date.now() < end) {
+      await sleep(5);
+      writes = writes.concat(b.__tunCapture(true).map((w) => w.subarray(10)));
+    }
+    expect(writes.length).toBe(2);
+    expect(writes.some((w) => w.equals(mine[0]!))).toBe(true);
+    expect(writes.some((w) => w.equals(mine[1]!))).toBe(true);
+    expect(seen).toEqual([]); // data alone never called JS
+    // A handshake-type message reaches JS.
+    const ctrl = Buffer.alloc(HEADER_LEN + 40);
+    ctrl[0] = 1;
+    ctrl[1] = 3;
+    const sock = dgram.createSocket('udp4');
+    socks.push(sock);
+    await new Promise<void>((r) => sock.send(ctrl, portB, '127.0.0.1', () => r()));
+    await waitFor(() => seen.length > 0);
+    expect(seen).toEqual([1]);
+    // JS withdraws the IPv4 address by writing cfg: the next IPv4 packet is not for us.
+    cfg[2] = 0;
+    put(tx, 0, mine[0]!, 1);
+    a.forward(tx, 1);
+    await waitFor(() => b.stats().not_for_me > before.not_for_me);
+    await sleep(20);
+    expect(b.__tunCapture(true)).toEqual([]);
+    expect(delta(before, b.stats())).toMatchObject({ rx_datagrams: 4, not_for_me: 1, tun_tx: 2 });
+  });
+});
 
 async function plainSocket(): Promise<{ sock: dgram.Socket; port: number; got: Buffer[] }> {
   const sock = dgram.createSocket('udp4');

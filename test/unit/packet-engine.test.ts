@@ -29,6 +29,13 @@ import {
 
 const MTU = 1400;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function waitUntil(cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await sleep(5);
+  }
+}
 
 // ---------- reference encoder (node:crypto) ----------
 
@@ -1028,5 +1035,53 @@ describe.skipIf(!isRoot)('TUN (root)', () => {
     server.close();
     expect(synAck).not.toBeNull();
     expect(synAck![33] & 0x12).toBe(0x12); // SYN-ACK: the kernel took the clamped SYN as valid
+  });
+
+  // Last in this block: the native pump replaces the TUN poller for good.
+  it('pumpTunNative: the engine tunnels what the kernel routes into the TUN without a JS call, to the session in cfg', async () => {
+    const sniff = dgram.createSocket('udp4');
+    const got: Buffer[] = [];
+    sniff.on('message', (m) => got.push(m));
+    await new Promise<void>((r) => sniff.bind(0, '127.0.0.1', () => r()));
+    const key = randomBytes(32);
+    e.setSession(4, { peerHost: '127.0.0.1', peerPort: sniff.address().port, remoteIndex: 8, senderId: 3, mode: AuthMode.HMAC, txKey: key, rxKey: key });
+    const batch = new PacketBatch(8);
+    while (e.tunRead(batch) > 0);
+    const cfg = new Int32Array([4, 21]);
+    let jsCalls = 0;
+    e.onTunReadable(() => jsCalls++); // replaced by the pump below: must never run
+    e.pumpTunNative(batch, cfg);
+    const src = dgram.createSocket('udp4');
+    await new Promise<void>((r) => src.bind(0, local, () => r()));
+    const send = (p: Buffer) => new Promise<void>((r) => src.send(p, 5556, peer, () => r()));
+    const ours = (d: Buffer) => {
+      const x = decode(AuthMode.HMAC, key, d);
+      return x.payload[9] === 17 && x.payload.readUInt16BE(22) === 5556 ? x : null;
+    };
+    try {
+      const first = randomBytes(200);
+      await send(first);
+      await waitUntil(() => got.some((d) => ours(d)));
+      const x = ours(got.find((d) => ours(d))!)!;
+      expect({ ridx: x.ridx, sender: x.sender, net: x.net }).toEqual({ ridx: 8, sender: 3, net: 21 });
+      expect(x.payload.subarray(28).equals(first)).toBe(true);
+      // JS changes the target by writing cfg; session <= 0 drops (not joined).
+      cfg[0] = -1;
+      got.length = 0;
+      const before = e.stats();
+      await send(randomBytes(100));
+      await waitUntil(() => e.stats().tun_rx > before.tun_rx);
+      await sleep(50);
+      expect(got.filter((d) => ours(d))).toEqual([]);
+      cfg[0] = 4;
+      cfg[1] = 22;
+      await send(randomBytes(100));
+      await waitUntil(() => got.some((d) => ours(d)));
+      expect(ours(got.find((d) => ours(d))!)!.net).toBe(22);
+      expect(jsCalls).toBe(0);
+    } finally {
+      src.close();
+      sniff.close();
+    }
   });
 });
