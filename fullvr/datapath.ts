@@ -32,18 +32,61 @@ const enum D {
   NOT_IP,
 }
 
+/** A Map that reports every change (the verdict cache depends on its contents). */
+class WatchedMap<K, V> extends Map<K, V> {
+  onChange: () => void = () => {};
+  override set(k: K, v: V): this {
+    super.set(k, v);
+    this.onChange();
+    return this;
+  }
+  override delete(k: K): boolean {
+    const r = super.delete(k);
+    if (r) this.onChange();
+    return r;
+  }
+  override clear(): void {
+    super.clear();
+    this.onChange();
+  }
+}
+
+/** A Set that reports every change. */
+class WatchedSet<T> extends Set<T> {
+  onChange: () => void = () => {};
+  override add(v: T): this {
+    super.add(v);
+    this.onChange();
+    return this;
+  }
+  override delete(v: T): boolean {
+    const r = super.delete(v);
+    if (r) this.onChange();
+    return r;
+  }
+  override clear(): void {
+    super.clear();
+    this.onChange();
+  }
+}
+
 export class FullvrDatapath {
+  // Everything a decision reads is changed only through these methods, the watched
+  // collections or the RoutingTables, all of which bump cacheGen: the engine caches
+  // verdicts (see routeUdpNative) and trusts them only under the generation they were made in.
+  /** Read-only here: write with setSessionKind. */
   readonly sessionKind = new Uint8Array(65536);
-  /** For member sessions: the network they joined. */
+  /** For member sessions: the network they joined. Write with setSessionNetwork. */
   readonly sessionNetwork = new Int32Array(65536);
   /** VR id -> session index to send on (the newest established session). */
-  readonly vrSession = new Map<number, number>();
+  readonly vrSession = new WatchedMap<number, number>();
   /** Limited-VRs (behind NAT) this FullVR is the queue-VR for: packets for them are relayed. */
-  readonly relayFor = new Set<number>();
-  /** Session index -> VR id, for sessions with peer FullVRs. */
+  readonly relayFor = new WatchedSet<number>();
+  /** Session index -> VR id, for sessions with peer FullVRs. Write with setSessionVr. */
   readonly sessionVr = new Int32Array(65536);
-  /** Set on a limited-VR: VRs it has no session with are reached through this queue-VR. */
-  queueVr = 0;
+  /** The verdict-cache generation (never 0), shared with the engine. */
+  readonly cacheGen = new Int32Array([1]);
+  private queueVrId = 0;
   relayed = 0;
   readonly drops = new Float64Array(ROUTE_DROP_REASONS.length);
   /** Indices (into the current batch) of control messages and unknown-session drops. */
@@ -70,6 +113,39 @@ export class FullvrDatapath {
   ) {
     this.controlSlots = new Int32Array(capacity);
     this.errorSlots = new Int32Array(capacity);
+    const bump = () => this.invalidate();
+    this.vrSession.onChange = bump;
+    this.relayFor.onChange = bump;
+    tables.onChange = bump;
+  }
+
+  /** Cached verdicts are void from now on. */
+  invalidate(): void {
+    this.cacheGen[0] = ((this.cacheGen[0] + 1) | 0) || 1;
+  }
+
+  /** Set on a limited-VR: VRs it has no session with are reached through this queue-VR. */
+  get queueVr(): number {
+    return this.queueVrId;
+  }
+  set queueVr(id: number) {
+    this.queueVrId = id;
+    this.invalidate();
+  }
+
+  setSessionKind(index: number, kind: SessionKind): void {
+    this.sessionKind[index] = kind;
+    this.invalidate();
+  }
+
+  setSessionNetwork(index: number, network: number): void {
+    this.sessionNetwork[index] = network;
+    this.invalidate();
+  }
+
+  setSessionVr(index: number, vr: number): void {
+    this.sessionVr[index] = vr;
+    this.invalidate();
   }
 
   dropCounters(): Record<string, number> {
@@ -78,9 +154,15 @@ export class FullvrDatapath {
     return o;
   }
 
-  /** Decide for a batch read from the UDP socket (members and peer VRs). */
-  decideUdp(batch: PacketBatch, n: number): void {
+  // Per slot of the batch being decided, for the engine's verdict cache: 1 = routed,
+  // 2 = relayed, 0 = do not cache (drops: they are counted here, per reason).
+  private flags: Uint8Array | null = null;
+
+  /** Decide for a batch read from the UDP socket (members and peer VRs); flags: see above. */
+  decideUdp(batch: PacketBatch, n: number, flags: Uint8Array | null = null): void {
     const meta = batch.meta;
+    this.flags = flags;
+    if (flags) flags.fill(0, 0, n);
     this.controlCount = 0;
     this.errorCount = 0;
     this.memoValid = false;
@@ -100,7 +182,9 @@ export class FullvrDatapath {
   }
 
   /** Decide for a batch read from the TUN (LAN hosts behind this FullVR). */
-  decideTun(batch: PacketBatch, n: number): void {
+  decideTun(batch: PacketBatch, n: number, flags: Uint8Array | null = null): void {
+    this.flags = flags;
+    if (flags) flags.fill(0, 0, n);
     this.memoValid = false;
     for (let i = 0; i < n; i++) this.decideOne(batch, i, -1);
   }
@@ -118,6 +202,7 @@ export class FullvrDatapath {
   private forward(meta: Int32Array, b: number, off: number, session: number, action: number, net: number, relayed: boolean): void {
     meta[b + M.ACTION] = action;
     meta[b + M.OUTNET] = net;
+    if (this.flags) this.flags[b / META_FIELDS] = relayed ? 2 : 1;
     if (relayed) this.relayed++;
     else this.routed++;
     this.memoValid = true;
@@ -144,6 +229,7 @@ export class FullvrDatapath {
     if (this.memoValid && session === this.memoSession && meta[b + M.NETWORK] === this.memoNet && this.sameAddrs(buf, off, v)) {
       meta[b + M.ACTION] = this.memoAction;
       meta[b + M.OUTNET] = this.memoOutnet;
+      if (this.flags) this.flags[i] = this.memoRelayed ? 2 : 1;
       if (this.memoRelayed) this.relayed++;
       else this.routed++;
       return;

@@ -12,6 +12,7 @@ import {
   META_FIELDS,
   PacketBatch,
   PacketEngine,
+  PUMP_CONTROL,
   SLOT_SIZE,
   closeFd,
   gmacImpl,
@@ -19,7 +20,6 @@ import {
   openTun,
   openUdp,
 } from '../shared/packet-engine.js';
-import { makePump } from '../shared/pump.js';
 import { RoutingTables } from '../shared/routing-tables.js';
 import { SessionIndexAllocator } from '../shared/session-index.js';
 import { startStatusServer } from '../shared/status-server.js';
@@ -161,22 +161,16 @@ export class FullVR {
     for (const id of this.peers.limitedPeers()) this.datapath.relayFor.add(id);
     if (this.cfg.queueVr) this.datapath.queueVr = this.cfg.queueVr.id;
     const dp = this.datapath;
-    this.engine.onUdpReadable(
-      makePump(this.udpBatch, {
-        read: (b) => this.engine.udpRecv(b),
-        decide: (b, n) => dp.decideUdp(b, n),
-        forward: (b, n) => this.engine.forward(b, n),
-        after: (b) => this.afterUdpBatch(b),
-      }),
-    );
+    // The engine forwards packets of flows it has a verdict for by itself; JS decides
+    // (and so routes) the rest and handles control messages after the batch was forwarded.
+    const udpFlags = new Uint8Array(this.udpBatch.capacity);
+    this.engine.routeUdpNative(this.udpBatch, dp.cacheGen, udpFlags, (r) => {
+      if (r & PUMP_CONTROL) this.afterUdpBatch(this.udpBatch);
+      else dp.decideUdp(this.udpBatch, r, udpFlags);
+    });
     if (tunFd >= 0) {
-      this.engine.onTunReadable(
-        makePump(this.tunBatch, {
-          read: (b) => this.engine.tunRead(b),
-          decide: (b, n) => dp.decideTun(b, n),
-          forward: (b, n) => this.engine.forward(b, n),
-        }),
-      );
+      const tunFlags = new Uint8Array(this.tunBatch.capacity);
+      this.engine.routeTunNative(this.tunBatch, dp.cacheGen, tunFlags, (n) => dp.decideTun(this.tunBatch, n, tunFlags));
     }
     if (this.cfg.control) {
       try {
@@ -384,8 +378,8 @@ export class FullVR {
       txKey: r.txKey,
       rxKey: r.rxKey,
     });
-    this.datapath.sessionKind[index] = SessionKind.MEMBER;
-    this.datapath.sessionNetwork[index] = net.id;
+    this.datapath.setSessionKind(index, SessionKind.MEMBER);
+    this.datapath.setSessionNetwork(index, net.id);
     const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`, adm.grant);
     if (replaced !== null) this.dropMemberSession(replaced);
     this.engine.sendRaw(host, port, r.message);
@@ -434,7 +428,7 @@ export class FullVR {
 
   private dropMemberSession(index: number): void {
     this.engine.deleteSession(index);
-    this.datapath.sessionKind[index] = SessionKind.NONE;
+    this.datapath.setSessionKind(index, SessionKind.NONE);
     this.indices.release(index);
   }
 
@@ -491,7 +485,7 @@ export class FullVR {
       if (want !== undefined && want !== m.network && newIds.has(want)) {
         const oldRoutes = this.routesFor(m.network);
         members.relabel(m.session, want);
-        this.datapath.sessionNetwork[m.session] = want;
+        this.datapath.setSessionNetwork(m.session, want);
         log.info('member moved by authority', { address: m.address, from: m.network, to: want });
         // Different routes for the new network: make the TinyVR rejoin (with its ticket) to learn them.
         if (oldRoutes !== this.routesFor(want, next.networks)) this.askToRejoin(m.session, m.endpoint);
@@ -536,7 +530,7 @@ export class FullVR {
   private askToRejoin(session: number, endpoint: string): void {
     const ep = parseEndpoint(endpoint);
     this.engine.deleteSession(session);
-    this.datapath.sessionKind[session] = SessionKind.NONE;
+    this.datapath.setSessionKind(session, SessionKind.NONE);
     this.engine.sendRaw(ep.host, ep.port, encodeError(1, session, this.cfg.id));
   }
 
@@ -553,16 +547,22 @@ export class FullVR {
   }
 
   status(): Record<string, unknown> {
+    // Packets the engine forwarded from its verdict cache count as routed/relayed too.
+    const engine: Record<string, number> = this.engine?.stats() ?? {};
     return {
       role: 'fullvr',
       id: this.cfg.id,
       listen: this.cfg.listen,
       publicKey: this.publicKey,
       mtu: this.mtu,
-      counters: { ...this.counters, routed: this.datapath.routed, relayed: this.datapath.relayed },
+      counters: {
+        ...this.counters,
+        routed: this.datapath.routed + (engine.cache_routed ?? 0),
+        relayed: this.datapath.relayed + (engine.cache_relayed ?? 0),
+      },
       tables: { version: this.tablesVersion, appliedAt: this.tablesAppliedAt },
       joinRefusals: this.refusals,
-      engine: this.engine?.stats() ?? {},
+      engine,
       drops: this.datapath.dropCounters(),
       members: this.members.list().map((m) => ({ ...m })),
       peers: this.peers.status(),

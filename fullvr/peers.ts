@@ -158,8 +158,8 @@ export class Peers {
       txKey: s.txKey,
       rxKey: s.rxKey,
     });
-    this.datapath.sessionKind[s.index] = SessionKind.VR;
-    this.datapath.sessionVr[s.index] = st.cfg.id;
+    this.datapath.setSessionKind(s.index, SessionKind.VR);
+    this.datapath.setSessionVr(s.index, st.cfg.id);
     this.control?.register(s.index, { txKey: s.txKey, rxKey: s.rxKey, remoteIndex: s.remoteIndex, vr: st.cfg.id });
     this.sessionPeer.set(s.index, st.cfg.id);
     st.remoteIndex.set(s.index, s.remoteIndex);
@@ -195,7 +195,7 @@ export class Peers {
   private dropSession(st: PeerState, index: number): void {
     this.control?.unregister(index);
     this.engine.deleteSession(index);
-    this.datapath.sessionKind[index] = SessionKind.NONE;
+    this.datapath.setSessionKind(index, SessionKind.NONE);
     this.sessionPeer.delete(index);
     st.remoteIndex.delete(index);
     this.indices.release(index);

@@ -71,6 +71,8 @@ interface NativeEngine {
   udpPumpLocal(buf: Buffer, meta: Int32Array, addr: Buffer, own4: Uint8Array, n4: number, own6: Uint8Array, n6: number): number;
   pumpTunNative(buf: Buffer, meta: Int32Array, cfg: Int32Array): void;
   pumpUdpNative(buf: Buffer, meta: Int32Array, addr: Buffer, cfg: Int32Array, own4: Uint8Array, own6: Uint8Array, onControl: (n: number) => void): void;
+  routeUdpNative(buf: Buffer, meta: Int32Array, addr: Buffer, cfg: Int32Array, flags: Uint8Array, cb: (n: number) => void): void;
+  routeTunNative(buf: Buffer, meta: Int32Array, cfg: Int32Array, flags: Uint8Array, cb: (n: number) => void): void;
   sendKeepalive(index: number): void;
   sendRaw(host: string, port: number, data: Uint8Array): void;
   onUdpReadable(cb: (() => void) | null): void;
@@ -309,6 +311,24 @@ export class PacketEngine {
    */
   pumpUdpNative(batch: PacketBatch, cfg: Int32Array, own4: Uint8Array, own6: Uint8Array, onControl: (n: number) => void): void {
     this.#n.pumpUdpNative(batch.buf, batch.meta, batch.addr, cfg, own4, own6, onControl);
+  }
+
+  /**
+   * A router's pump with a verdict cache in the engine: packets whose (session, network,
+   * IP version, source, destination) have a cached verdict are forwarded without a JS call.
+   * Verdicts are valid while gen[0] (bump it on every routing change; never 0) and the
+   * engine's sessions are unchanged. cb(n) runs for a batch with a miss or a control
+   * message: decide all n slots and set flags[i] = 1 (routed) or 2 (relayed) where the
+   * verdict may be cached (0: not, e.g. drops). cb(n | PUMP_CONTROL) runs after such a batch
+   * holding control messages was forwarded. Replaces any onUdpReadable callback.
+   */
+  routeUdpNative(batch: PacketBatch, gen: Int32Array, flags: Uint8Array, cb: (n: number) => void): void {
+    this.#n.routeUdpNative(batch.buf, batch.meta, batch.addr, gen, flags, cb);
+  }
+
+  /** routeUdpNative for TUN reads (no control messages there). Replaces any onTunReadable callback. */
+  routeTunNative(batch: PacketBatch, gen: Int32Array, flags: Uint8Array, cb: (n: number) => void): void {
+    this.#n.routeTunNative(batch.buf, batch.meta, gen, flags, cb);
   }
 
   sendKeepalive(index: number): void {

@@ -55,6 +55,9 @@ export class RoutingTables {
   // ----- NSKT.
   private readonly nskt = new Map<number, PeerInfo>();
 
+  /** Called after every change of the LNDT or a GNDT (a cache of routing verdicts must drop them). */
+  onChange: (() => void) | null = null;
+
   constructor(initialEntries = 256) {
     this.lndtNetwork = new Int32Array(Math.max(1, initialEntries));
     this.lndtSession = new Int32Array(Math.max(1, initialEntries));
@@ -120,6 +123,7 @@ export class RoutingTables {
       this.lndt.insert(prefix, index);
       this.lndtByPrefix.set(prefix, { index, kind });
     }
+    this.onChange?.();
     return index;
   }
 
@@ -131,6 +135,7 @@ export class RoutingTables {
     this.lndtNetwork[e.index] = 0;
     this.lndtSession[e.index] = -1;
     this.lndtFree.push(e.index);
+    this.onChange?.();
     return true;
   }
 
@@ -165,6 +170,7 @@ export class RoutingTables {
       canonical.push({ subnet: net, vr });
     }
     this.gndt.set(key, { trie, vrs: Float64Array.from(vrIndex.keys()), entries: canonical });
+    this.onChange?.();
   }
 
   /** Destination VR id for the IP packet at buf[off] in `network`, or -1. */
@@ -187,6 +193,7 @@ export class RoutingTables {
   removeNetwork(network: number): boolean {
     const key = netKey(network);
     let found = this.gndt.delete(key);
+    if (found) this.onChange?.();
     for (const [prefix, e] of [...this.lndtByPrefix]) {
       if (this.lndtNetwork[e.index] === key) {
         this.removeLndt(prefix, e.kind);

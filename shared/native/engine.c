@@ -30,12 +30,13 @@
 #include "replay.h"
 #include "session.h"
 #include "tv.h"
+#include "verdict-cache.h"
 
 enum {
   ST_RX_DATAGRAMS, ST_TX_DATAGRAMS, ST_TUN_RX, ST_TUN_TX, ST_MSS_CLAMPED,
   ST_SEND_ERRORS, ST_TUN_WRITE_ERRORS, ST_TUN_GSO_READS, ST_TUN_SEGMENTS, ST_TUN_COALESCED_WRITES,
   ST_TUN_OFFLOAD_ERRORS, ST_UDP_GRO_DATAGRAMS, ST_UDP_GSO_SENDS, ST_UDP_GSO_FALLBACKS,
-  ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT, ST_NOT_FOR_ME,
+  ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT, ST_NOT_FOR_ME, ST_VC_ROUTED, ST_VC_RELAYED, ST_VC_JS_BATCHES,
   ST_DROP_BASE, /* + DropReason (1..9) */
   ST_COUNT = ST_DROP_BASE + DR_COUNT
 };
@@ -58,6 +59,9 @@ static const char *const stat_names[ST_COUNT] = {
   [ST_UDP_GRO_DIRECT] = "udp_gro_direct",
   [ST_UDP_GRO_MISPREDICT] = "udp_gro_mispredict",
   [ST_NOT_FOR_ME] = "not_for_me",
+  [ST_VC_ROUTED] = "cache_routed",
+  [ST_VC_RELAYED] = "cache_relayed",
+  [ST_VC_JS_BATCHES] = "js_batches",
   [ST_DROP_BASE + DR_TRUNCATED] = "truncated",
   [ST_DROP_BASE + DR_BAD_VERSION] = "bad_version",
   [ST_DROP_BASE + DR_BAD_TYPE] = "bad_type",
@@ -91,11 +95,13 @@ typedef struct tv_poller {
  * TinyVR's CPU at ping rates, and most of a cold wake-up's instructions). The arrays are
  * JS-owned; the references keep them alive while the pump holds their pointers. */
 typedef struct tv_pump {
-  int udp;                   /* 1: udpPumpLocal's decision, 0: tunPumpTo's */
+  int udp;                   /* 1: UDP socket, 0: TUN */
+  int routed;                /* 1: a FullVR's cached routing (routeNative), 0: the TinyVR's fixed decision */
   napi_ref refs[6];
   int nrefs;
   uint8_t *buf, *addr, *own4, *own6;
-  int32_t *meta, *cfg;       /* cfg: [session, outnet, n4, n6], written by JS when they change */
+  uint8_t *flags;            /* routed: per slot, what JS decided (0 do not cache, 1 routed, 2 relayed) */
+  int32_t *meta, *cfg;       /* TinyVR cfg: [session, outnet, n4, n6]; FullVR cfg: [generation] */
   size_t l4, l6;
   int cap;
 } tv_pump;
@@ -162,6 +168,10 @@ typedef struct {
   int tun_capture;
   uint8_t *cap_buf;
   size_t cap_len, cap_size;
+  /* FullVR verdict cache (allocated by routeNative) and the session epoch its entries
+   * are checked against: every session change may change a verdict. */
+  tv_vcache *vc;
+  uint32_t session_epoch;
   uint64_t st[ST_COUNT];
 } tv_engine;
 
@@ -609,6 +619,8 @@ static void engine_shutdown(tv_engine *e) {
   free(e->tun_rbuf);
   free(e->gro_buf);
   free(e->cap_buf);
+  free(e->vc);
+  e->vc = NULL;
   e->tun_rbuf = e->gro_buf = e->cap_buf = NULL;
   e->tso_active = e->co_active = 0;
   e->gro_n = e->gro_i = 0;
@@ -825,6 +837,7 @@ static napi_value Engine_setSession(napi_env env, napi_callback_info info) {
     tv_session_free(s);
     return throw_sys(env, "setSession", err);
   }
+  e->session_epoch++; /* cached verdicts may name this index */
   return undefined(env);
 }
 
@@ -884,6 +897,7 @@ static napi_value Engine_deleteSession(napi_env env, napi_callback_info info) {
     return NULL;
   }
   tv_session_delete(&e->sessions, index);
+  e->session_epoch++;
   return undefined(env);
 }
 
@@ -1717,9 +1731,84 @@ static napi_value Engine_udpPumpLocal(napi_env env, napi_callback_info info) {
 
 /* ---------- native pumps: the fused pumps run from the poll callback ---------- */
 
+/* ---------- the FullVR's cached routing (see verdict-cache.h) ---------- */
+
+/* One batch: verdicts from the cache; a batch with a miss goes to JS (the callback gets n)
+ * and JS decides all of it, flagging what may be cached; a batch holding control messages
+ * calls JS once more after forwarding (the callback gets n | TV_PUMP_CONTROL).
+ * Returns packets read, or -1 if JS stopped or replaced the pump. */
+static int route_pump_batch(tv_poller *p, tv_pump *q) {
+  tv_engine *e = p->ctx;
+  uint8_t *buf = q->buf;
+  int32_t *meta = q->meta;
+  int cap = q->cap;
+  int n = q->udp ? (e->udp_gro ? udp_recv_gro(e, buf, meta, q->addr, cap) : udp_recv(e, buf, meta, q->addr, cap))
+                 : (e->tun_vnet ? tun_read_offload(e, buf, meta, cap) : tun_read_plain(e, buf, meta, cap));
+  if (n <= 0) return 0;
+  /* Taken before JS runs: what JS decides is cached under the state it started from, so
+   * a change JS makes while deciding (a bumped generation) leaves those entries stale. */
+  uint32_t gen = (uint32_t)q->cfg[0], epoch = e->session_epoch;
+  int js = 0, control = 0;
+  uint64_t routed = 0, relayed = 0;
+  for (int i = 0; i < n; i++) {
+    int32_t *m = meta + (size_t)i * TV_META_FIELDS;
+    int32_t kind = m[M_KIND];
+    m[M_ACTION] = ACTION_DROP;
+    if (kind == KIND_DATA) {
+      const uint8_t *a;
+      uint8_t alen;
+      int v = tv_vc_addrs(buf + (size_t)i * TV_SLOT_SIZE + m[M_OFF], m[M_LEN], &a, &alen);
+      const tv_vc_entry *x =
+          v ? tv_vc_find(e->vc, gen, epoch, q->udp ? m[M_SESSION] : -1, q->udp ? m[M_NETWORK] : 0, v, a, alen) : NULL;
+      if (!x) {
+        js = 1;
+        continue;
+      }
+      m[M_ACTION] = x->action;
+      m[M_OUTNET] = x->outnet;
+      if (x->relayed) relayed++;
+      else routed++;
+    } else if (kind == KIND_CONTROL || kind == KIND_KEEPALIVE || kind == -DR_UNKNOWN_SESSION) {
+      js = control = 1;
+    }
+  }
+  if (js) {
+    e->st[ST_VC_JS_BATCHES]++;
+    memset(q->flags, 0, (size_t)n);
+    poller_invoke(p, n); /* JS decides every slot (and counts it), cache hits included */
+    if (p->dead || p->pump != q) return -1;
+    for (int i = 0; i < n; i++) {
+      int32_t *m = meta + (size_t)i * TV_META_FIELDS;
+      if (!q->flags[i] || m[M_KIND] != KIND_DATA || m[M_ACTION] == ACTION_DROP) continue;
+      const uint8_t *a;
+      uint8_t alen;
+      int v = tv_vc_addrs(buf + (size_t)i * TV_SLOT_SIZE + m[M_OFF], m[M_LEN], &a, &alen);
+      if (v)
+        tv_vc_put(e->vc, gen, epoch, q->udp ? m[M_SESSION] : -1, q->udp ? m[M_NETWORK] : 0, v, a, alen, m[M_ACTION],
+                  m[M_OUTNET], q->flags[i] == 2);
+    }
+  } else {
+    e->st[ST_VC_ROUTED] += routed;
+    e->st[ST_VC_RELAYED] += relayed;
+  }
+  forward_batch(e, buf, meta, n, cap);
+  if (control) {
+    poller_invoke(p, n | TV_PUMP_CONTROL); /* control messages, ERROR answers: after forwarding, as before */
+    if (p->dead || p->pump != q) return -1;
+  }
+  return n;
+}
+
 static void pump_run(tv_poller *p) {
   tv_engine *e = p->ctx;
   tv_pump *q = p->pump;
+  if (q->routed) {
+    for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
+      int r = route_pump_batch(p, q);
+      if (r < 0 || r < q->cap) return;
+    }
+    return;
+  }
   for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
     int32_t *cfg = q->cfg;
     int r;
@@ -1819,6 +1908,60 @@ static napi_value Engine_pumpUdpNative(napi_env env, napi_callback_info info) {
   }
   return set_poller(env, e, &e->udp_poll, e->udp_fd, argv[6], "UDP", q);
 }
+
+/* routeUdpNative(buf, meta, addr, cfg, flags, cb) / routeTunNative(buf, meta, cfg, flags, cb):
+ * from now on the engine forwards by itself what its verdict cache knows (valid while
+ * cfg[0], the generation JS bumps on every routing change, and the session epoch are
+ * unchanged) and calls cb(n) for a batch with a miss (JS decides it all and sets flags[i]
+ * to 1 (routed) or 2 (relayed) for verdicts that may be cached) and cb(n | PUMP_CONTROL)
+ * after forwarding a batch that held control messages. */
+static napi_value route_native(napi_env env, napi_callback_info info, int udp) {
+  size_t want = udp ? 6 : 5, argc = 6;
+  napi_value argv[6];
+  tv_engine *e = unwrap_this(env, info, &argc, argv);
+  if (!e) return NULL;
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, udp ? "routeUdpNative(buf, meta, addr, cfg, flags, cb)" : "routeTunNative(buf, meta, cfg, flags, cb)");
+    return NULL;
+  }
+  tv_pump *q = calloc(1, sizeof *q);
+  if (!q) return throw_sys(env, "pump", ENOMEM);
+  q->udp = udp;
+  q->routed = 1;
+  void *bufv, *metav, *addrv = NULL, *cfgv, *flagsv;
+  size_t bl, mc, al = (size_t)-1, cc, fl;
+  napi_value *a = argv;
+  if (!pump_hold(env, q, *a++, napi_uint8_array, "buf", &bufv, &bl) ||
+      !pump_hold(env, q, *a++, napi_int32_array, "meta", &metav, &mc) ||
+      (udp && !pump_hold(env, q, *a++, napi_uint8_array, "addr", &addrv, &al)) ||
+      !pump_hold(env, q, *a++, napi_int32_array, "cfg", &cfgv, &cc) ||
+      !pump_hold(env, q, *a++, napi_uint8_array, "flags", &flagsv, &fl)) {
+    pump_free(env, q);
+    return NULL;
+  }
+  q->buf = bufv, q->meta = metav, q->addr = addrv, q->cfg = cfgv, q->flags = flagsv;
+  q->cap = batch_cap(bl, mc, al);
+  if (cc < 1 || q->cap < 1 || fl < (size_t)q->cap) {
+    pump_free(env, q);
+    napi_throw_range_error(env, NULL, cc < 1 ? "cfg needs 1 entry" : q->cap < 1 ? "batch has no slot" : "flags needs one byte per slot");
+    return NULL;
+  }
+  napi_valuetype t;
+  if (napi_typeof(env, *a, &t) != napi_ok || t != napi_function) {
+    pump_free(env, q);
+    napi_throw_type_error(env, NULL, "callback must be a function");
+    return NULL;
+  }
+  if (!e->vc && !(e->vc = calloc(1, sizeof *e->vc))) {
+    pump_free(env, q);
+    return throw_sys(env, "verdict cache", ENOMEM);
+  }
+  return udp ? set_poller(env, e, &e->udp_poll, e->udp_fd, *a, "UDP", q)
+             : set_poller(env, e, &e->tun_poll, e->tun_fd, *a, "TUN", q);
+}
+
+static napi_value Engine_routeUdpNative(napi_env env, napi_callback_info info) { return route_native(env, info, 1); }
+static napi_value Engine_routeTunNative(napi_env env, napi_callback_info info) { return route_native(env, info, 0); }
 
 static napi_value Engine_sendKeepalive(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -2142,6 +2285,8 @@ static napi_value Init(napi_env env, napi_value exports) {
     {"udpPumpLocal", NULL, Engine_udpPumpLocal, NULL, NULL, NULL, napi_default, NULL},
     {"pumpTunNative", NULL, Engine_pumpTunNative, NULL, NULL, NULL, napi_default, NULL},
     {"pumpUdpNative", NULL, Engine_pumpUdpNative, NULL, NULL, NULL, napi_default, NULL},
+    {"routeUdpNative", NULL, Engine_routeUdpNative, NULL, NULL, NULL, napi_default, NULL},
+    {"routeTunNative", NULL, Engine_routeTunNative, NULL, NULL, NULL, napi_default, NULL},
     {"sendKeepalive", NULL, Engine_sendKeepalive, NULL, NULL, NULL, napi_default, NULL},
     {"sendRaw", NULL, Engine_sendRaw, NULL, NULL, NULL, napi_default, NULL},
     {"onUdpReadable", NULL, Engine_onUdpReadable, NULL, NULL, NULL, napi_default, NULL},

@@ -94,6 +94,7 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
   });
 
   it('TCP and UDP cross-site both directions (iperf3)', async () => {
+    const fvBefore = (await ov.fullvrStatus('b')).engine;
     for (const [client, server, addr] of [
       ['a1', 'b1', '10.2.0.11'],
       ['b1', 'a1', '10.1.0.11'],
@@ -114,6 +115,12 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
       expect(rx.packets - (rx.lost_packets ?? 0)).toBeGreaterThan(100);
       await srvU.exited;
     }
+    // FullVR b forwarded most of it from its verdict cache, without calling JS.
+    const fv = (await ov.fullvrStatus('b')).engine;
+    const rxd = fv.rx_datagrams - fvBefore.rx_datagrams;
+    const cached = fv.cache_routed - fvBefore.cache_routed;
+    console.log(`FullVR b: ${rxd} datagrams in, ${cached} forwarded from the verdict cache, ${fv.js_batches - fvBefore.js_batches} batches decided in JS`);
+    expect(cached).toBeGreaterThan(rxd / 2);
   }, 90_000);
 
   it('intra-site VM <-> VM traffic never enters the overlay', async () => {

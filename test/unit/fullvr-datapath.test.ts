@@ -118,4 +118,57 @@ describe('FullvrDatapath', () => {
     expect(actions(batch, 1)).toEqual([Action.DROP]);
     expect(d.dropCounters().not_member).toBe(1);
   });
+
+  it('flags each verdict for the engine cache: 1 routed, 2 relayed, 0 for drops', () => {
+    const d = setup();
+    d.relayFor.add(3); // we are the queue-VR of limited VR 3
+    d.testTables.setGndt(1, [
+      { subnet: '10.1.0.0/24', vr: SELF },
+      { subnet: '10.2.0.0/24', vr: PEER },
+      { subnet: '10.3.0.0/24', vr: 3 },
+    ]);
+    d.vrSession.set(3, 90);
+    const batch = new PacketBatch(8);
+    const flags = new Uint8Array(8).fill(9); // stale bytes from an earlier batch must not survive
+    put(batch, 0, M_A, '10.1.0.11', '10.2.0.11'); // routed
+    put(batch, 1, M_A, '10.1.0.11', '10.2.0.11'); // routed (memoized)
+    put(batch, 2, M_A, '10.1.0.11', '10.9.0.1'); // no route: drop
+    put(batch, 3, PEER_SESSION, '10.2.0.11', '10.3.0.5', 1); // relayed to limited VR 3
+    put(batch, 4, PEER_SESSION, '10.2.0.11', '10.3.0.5', 1); // relayed (memoized)
+    batch.meta[5 * META_FIELDS + M.KIND] = Kind.CONTROL;
+    d.decideUdp(batch, 6, flags);
+    expect(actions(batch, 5)).toEqual([PEER_SESSION, PEER_SESSION, Action.DROP, 90, 90]);
+    expect(Array.from(flags)).toEqual([1, 1, 0, 2, 2, 0, 9, 9]);
+  });
+
+  it('every change a verdict depends on bumps the cache generation', () => {
+    const d = setup();
+    const changes: Array<[string, () => unknown]> = [
+      ['addMember', () => d.testTables.addMember('10.1.0.20', 1, 30)],
+      ['removeMember', () => d.testTables.removeMember('10.1.0.20')],
+      ['addLanPrefix', () => d.testTables.addLanPrefix('192.168.5.0/24', 1)],
+      ['removeLanPrefix', () => d.testTables.removeLanPrefix('192.168.5.0/24')],
+      ['setGndt', () => d.testTables.setGndt(3, [{ subnet: '10.7.0.0/24', vr: PEER }])],
+      ['removeNetwork', () => d.testTables.removeNetwork(3)],
+      ['vrSession.set', () => d.vrSession.set(PEER, 78)],
+      ['vrSession.delete', () => d.vrSession.delete(PEER)],
+      ['vrSession.clear', () => d.vrSession.clear()],
+      ['relayFor.add', () => d.relayFor.add(4)],
+      ['relayFor.delete', () => d.relayFor.delete(4)],
+      ['relayFor.clear', () => d.relayFor.clear()],
+      ['queueVr', () => (d.queueVr = PEER)],
+      ['setSessionKind', () => d.setSessionKind(40, SessionKind.MEMBER)],
+      ['setSessionNetwork', () => d.setSessionNetwork(40, 1)],
+      ['setSessionVr', () => d.setSessionVr(41, PEER)],
+    ];
+    for (const [what, change] of changes) {
+      const before = d.cacheGen[0];
+      change();
+      expect({ what, bumped: d.cacheGen[0] !== before && d.cacheGen[0] !== 0 }).toEqual({ what, bumped: true });
+    }
+    // A wrap-around skips 0 (0 marks an empty cache entry).
+    d.cacheGen[0] = -1;
+    d.invalidate();
+    expect(d.cacheGen[0]).toBe(1);
+  });
 });

@@ -561,6 +561,127 @@ describe('fused TinyVR pumps: read + decide + forward in one native call', () =>
   });
 });
 
+describe('verdict cache: a router engine forwards known flows without calling JS', () => {
+  const k = randomBytes(32);
+  /** a -> r -> b over loopback, HMAC sessions; r routes with routeUdpNative. */
+  function routerPath() {
+    const [ua, ur, ub] = [openUdp('127.0.0.1', 0), openUdp('127.0.0.1', 0), openUdp('127.0.0.1', 0)];
+    const a = new PacketEngine({ udpFd: ua.fd, mtu: 1500 });
+    const r = new PacketEngine({ udpFd: ur.fd, mtu: 1500 });
+    const b = new PacketEngine({ udpFd: ub.fd, mtu: 1500 });
+    opened.push(a, r, b);
+    const ra = { peerHost: '127.0.0.1', peerPort: ua.port, remoteIndex: 1, senderId: 5, mode: AuthMode.HMAC, txKey: k, rxKey: k };
+    a.setSession(1, { peerHost: '127.0.0.1', peerPort: ur.port, remoteIndex: 11, senderId: 1, mode: AuthMode.HMAC, txKey: k, rxKey: k });
+    r.setSession(11, ra);
+    r.setSession(12, { peerHost: '127.0.0.1', peerPort: ub.port, remoteIndex: 21, senderId: 5, mode: AuthMode.HMAC, txKey: k, rxKey: k });
+    b.setSession(21, { peerHost: '127.0.0.1', peerPort: ur.port, remoteIndex: 12, senderId: 2, mode: AuthMode.HMAC, txKey: k, rxKey: k });
+    return { a, r, b, ra, portR: ur.port };
+  }
+
+  it('routeUdpNative: a miss goes to JS once, then the flow is forwarded natively until the generation or a session changes', async () => {
+    const { a, r, b, ra, portR } = routerPath();
+    const batch = new PacketBatch(64);
+    const gen = new Int32Array([1]);
+    const flags = new Uint8Array(64);
+    const calls = { decide: 0, control: 0 };
+    let verdict = 12; // what "JS" decides: session 12 (towards b), or DROP
+    let cacheable = 1;
+    r.routeUdpNative(batch, gen, flags, (x) => {
+      if (x & PUMP_CONTROL) {
+        calls.control++;
+        return;
+      }
+      calls.decide++;
+      for (let i = 0; i < x; i++) {
+        const o = i * META_FIELDS;
+        if (batch.meta[o + M.KIND] !== Kind.DATA) continue;
+        batch.meta[o + M.ACTION] = verdict;
+        batch.meta[o + M.OUTNET] = 7;
+        flags[i] = cacheable;
+      }
+    });
+    const got: Buffer[] = [];
+    const rx = new PacketBatch(64);
+    const drainB = () => {
+      for (let n = b.udpRecv(rx); n > 0; n = b.udpRecv(rx)) {
+        for (let i = 0; i < n; i++) {
+          const o = i * META_FIELDS;
+          expect([rx.meta[o + M.KIND], rx.meta[o + M.NETWORK]]).toEqual([Kind.DATA, 7]);
+          got.push(slotData(rx, i));
+        }
+      }
+    };
+    const flow = (dst: number) => {
+      const p = tcpPacket({ seq: 1, flags: 0x18, payload: randomBytes(200) });
+      p[19] = dst;
+      return p;
+    };
+    /** Sends pkts a -> r in one batch; resolves when r has taken them in. */
+    const send = async (...pkts: Buffer[]) => {
+      const before = r.stats().rx_datagrams;
+      const tx = new PacketBatch(8);
+      pkts.forEach((p, i) => put(tx, i, p, 1));
+      a.forward(tx, pkts.length);
+      await waitFor(() => r.stats().rx_datagrams >= before + pkts.length);
+    };
+    const expectCalls = (decide: number, control = 0) => expect({ ...calls }).toEqual({ decide, control });
+
+    const first = flow(2);
+    await send(first);
+    expectCalls(1);
+    await send(flow(2), flow(2), flow(2)); // same addresses: cached
+    expectCalls(1);
+    expect(r.stats()).toMatchObject({ cache_routed: 3, js_batches: 1 });
+    gen[0]++; // JS changed its tables
+    await send(flow(2));
+    expectCalls(2);
+    await send(flow(3)); // another destination: a miss
+    expectCalls(3);
+    await send(flow(3));
+    expectCalls(3);
+    r.setSession(11, ra); // a session change voids the cache as well
+    await send(flow(3));
+    expectCalls(4);
+    await waitFor(() => (drainB(), got.length === 8));
+    expect(got[0]!.equals(first)).toBe(true);
+
+    // Not cacheable (flags 0): every batch asks JS.
+    cacheable = 0;
+    gen[0]++;
+    await send(flow(4));
+    await send(flow(4));
+    expectCalls(6);
+    // A drop is never cached, even when flagged.
+    cacheable = 1;
+    verdict = Action.DROP;
+    await send(flow(5));
+    await send(flow(5));
+    expectCalls(8);
+    expect(r.stats().cache_routed).toBe(4);
+
+    // A control message: JS decides the batch, then hears of it after forwarding.
+    const ctrl = Buffer.alloc(HEADER_LEN + 40);
+    ctrl[0] = 1;
+    ctrl[1] = 3;
+    const sock = dgram.createSocket('udp4');
+    socks.push(sock);
+    await new Promise<void>((res) => sock.send(ctrl, portR, '127.0.0.1', () => res()));
+    await waitFor(() => calls.control === 1);
+    expectCalls(9, 1);
+    await sleep(20);
+    drainB();
+    expect(got.length).toBe(10); // the two uncached flow(4) packets; no drops, nothing else
+  });
+
+  it('refuses bad arguments with a clear error', () => {
+    const { r } = routerPath();
+    const batch = new PacketBatch(16);
+    expect(() => r.routeUdpNative(batch, new Int32Array(1), new Uint8Array(8), () => {})).toThrow(/flags needs one byte per slot/);
+    expect(() => r.routeUdpNative(batch, new Int32Array(0), new Uint8Array(16), () => {})).toThrow(/cfg needs 1 entry/);
+    expect(() => r.routeTunNative(batch, new Int32Array(1), new Uint8Array(16), () => {})).toThrow(/no TUN fd/);
+  });
+});
+
 async function plainSocket(): Promise<{ sock: dgram.Socket; port: number; got: Buffer[] }> {
   const sock = dgram.createSocket('udp4');
   socks.push(sock);
