@@ -36,7 +36,7 @@ enum {
   ST_RX_DATAGRAMS, ST_TX_DATAGRAMS, ST_TUN_RX, ST_TUN_TX, ST_MSS_CLAMPED,
   ST_SEND_ERRORS, ST_TUN_WRITE_ERRORS, ST_TUN_GSO_READS, ST_TUN_SEGMENTS, ST_TUN_COALESCED_WRITES,
   ST_TUN_OFFLOAD_ERRORS, ST_UDP_GRO_DATAGRAMS, ST_UDP_GSO_SENDS, ST_UDP_GSO_FALLBACKS,
-  ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT, ST_NOT_FOR_ME, ST_VC_ROUTED, ST_VC_RELAYED, ST_VC_JS_BATCHES,
+  ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT, ST_NOT_FOR_ME, ST_VC_ROUTED, ST_VC_RELAYED, ST_VC_JS_BATCHES, ST_UDP_WAKEUPS, ST_TUN_WAKEUPS,
   ST_DROP_BASE, /* + DropReason (1..9) */
   ST_COUNT = ST_DROP_BASE + DR_COUNT
 };
@@ -62,6 +62,8 @@ static const char *const stat_names[ST_COUNT] = {
   [ST_VC_ROUTED] = "cache_routed",
   [ST_VC_RELAYED] = "cache_relayed",
   [ST_VC_JS_BATCHES] = "js_batches",
+  [ST_UDP_WAKEUPS] = "udp_wakeups",
+  [ST_TUN_WAKEUPS] = "tun_wakeups",
   [ST_DROP_BASE + DR_TRUNCATED] = "truncated",
   [ST_DROP_BASE + DR_BAD_VERSION] = "bad_version",
   [ST_DROP_BASE + DR_BAD_TYPE] = "bad_type",
@@ -88,6 +90,7 @@ typedef struct tv_poller {
   uint64_t (*progress)(void *ctx);
   void *ctx;
   struct tv_pump *pump; /* set: the engine forwards by itself; JS hears only of control messages */
+  uint64_t *wakeups;    /* the engine's counter of poll wake-ups for this fd (packets per wake-up = rx / this) */
 } tv_poller;
 
 /* A native pump: the TinyVR's fixed decision run straight from the poll callback, so a
@@ -485,6 +488,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   (void)status; /* on error libuv has stopped the handle; still let JS drain the fd once */
   (void)events;
   tv_poller *p = (tv_poller *)h->data;
+  (*p->wakeups)++;
   uint64_t before = p->progress(p->ctx);
   poller_dispatch(p);
   poller_after(p, before, 0);
@@ -583,6 +587,7 @@ static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd,
   int is_tun = pp == &e->tun_poll;
   p->pending = is_tun ? tun_pending : udp_pending;
   p->progress = is_tun ? tun_progress : udp_progress;
+  p->wakeups = &e->st[is_tun ? ST_TUN_WAKEUPS : ST_UDP_WAKEUPS];
   p->ctx = e;
   napi_value resource, name;
   if (napi_create_object(env, &resource) != napi_ok ||

@@ -671,6 +671,11 @@ describe('verdict cache: a router engine forwards known flows without calling JS
     await sleep(20);
     drainB();
     expect(got.length).toBe(10); // the two uncached flow(4) packets; no drops, nothing else
+    // Every send above woke the router at least once; no wake-up without a datagram.
+    const st = r.stats();
+    expect(st.udp_wakeups).toBeGreaterThanOrEqual(11); // 10 sends and the control message
+    expect(st.udp_wakeups).toBeLessThanOrEqual(st.rx_datagrams);
+    expect(st.tun_wakeups).toBe(0);
   });
 
   it('refuses bad arguments with a clear error', () => {
