@@ -98,22 +98,33 @@ describe('TinyvrBundle', () => {
     expect(b.sha256).toBe(a.sha256);
   });
 
-  it('render() is a config line plus the cached bytes, in well under 1 ms', () => {
+  it('render() is a config line plus the cached bytes: no build, about the cost of one copy', () => {
     const out = first.render(config);
     const nl = out.indexOf(0x0a);
     expect(out.subarray(0, nl + 1).toString()).toBe(`globalThis.__TINYVINE_CONFIG=${JSON.stringify(config)};\n`);
     expect(sha256(out.subarray(nl + 1))).toBe(first.sha256);
-    for (let i = 0; i < 50; i++) first.render(config); // warm up
+    const runs = TinyvrBundle.esbuildRuns;
+    // Timed against a plain copy of the same bytes, interleaved, because absolute times on a
+    // shared machine running the lab tests in parallel say nothing (this once took 2.7 ms).
+    const body = out.subarray(nl + 1);
+    const copy = () => Buffer.concat([Buffer.from('x'.repeat(nl + 1)), body], out.length);
+    for (let i = 0; i < 50; i++) (first.render(config), copy()); // warm up
     const times: number[] = [];
+    const ref: number[] = [];
     for (let i = 0; i < 200; i++) {
-      const t0 = performance.now();
+      let t0 = performance.now();
       first.render({ ...config, token: `token-${i}-abcdefghijklmnop` });
       times.push(performance.now() - t0);
+      t0 = performance.now();
+      copy();
+      ref.push(performance.now() - t0);
     }
     times.sort((x, y) => x - y);
+    ref.sort((x, y) => x - y);
     const median = times[100];
-    console.log(`render: median ${(median * 1000).toFixed(0)} µs, p99 ${(times[198] * 1000).toFixed(0)} µs for ${(out.length / 1024).toFixed(0)} KiB`);
-    expect(median).toBeLessThan(1);
+    console.log(`render: median ${(median * 1000).toFixed(0)} µs (a plain copy: ${(ref[100] * 1000).toFixed(0)} µs), p99 ${(times[198] * 1000).toFixed(0)} µs for ${(out.length / 1024).toFixed(0)} KiB`);
+    expect(TinyvrBundle.esbuildRuns).toBe(runs);
+    expect(median).toBeLessThan(ref[100] * 5 + 0.2);
     expect(() => first.render(null as unknown as object)).toThrow(TypeError);
     // U+2028 cannot break the line
     expect(first.render({ token: 'a\u2028b' }).subarray(0, 60).toString()).toContain('\\u2028');
