@@ -43,6 +43,17 @@ export interface SigningKey {
   publicB64: string;
 }
 
+/**
+ * A random token id (96 bits, base64url) that does not start with "-": operators paste ids
+ * into `tinyvine authority token revoke <id>`, where a leading "-" reads as an option.
+ */
+export function newTokenId(): string {
+  for (;;) {
+    const id = randomBytes(12).toString('base64url');
+    if (id[0] !== '-') return id; // rejection keeps the other ids uniform
+  }
+}
+
 export function generateSigningKey(): { privateKey: string; publicKey: string } {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   return {
@@ -76,7 +87,7 @@ export function issueToken(
     vr: o.fullvr ?? null,
     exp: now + o.ttlSeconds,
     iat: now,
-    jti: randomBytes(12).toString('base64url'),
+    jti: newTokenId(),
     su: !!o.singleUse,
   };
   const body = PREFIX + Buffer.from(JSON.stringify(claims)).toString('base64url');

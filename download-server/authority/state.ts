@@ -19,7 +19,7 @@
 //  * Tokens of a deleted network, or of the network merged away, are kept as revoked until they
 //    expire, so a later network reusing the id does not accept them. Expired token records are
 //    dropped at the next change.
-import { randomBytes } from 'node:crypto';
+import { newTokenId } from '../../shared/join-token.js';
 import { z } from 'zod';
 import { cidrContains, cidrsOverlap, parseEndpoint, parseIp, show } from '../../shared/cidr.js';
 import { allocateAddress, allocateBlock, canonicalPrefix, prefixInside, range, usableInBlock } from './addresses.js';
@@ -717,7 +717,7 @@ export function checkTokensInput(s: State, input: TokensInput): void {
 export function createTokens(s: State, input: TokensInput, ctx: Ctx): Applied<TokenRecord[]> {
   checkTokensInput(s, input);
   const nowS = Math.floor(ctx.now / 1000);
-  const issued = input.issued ?? Array.from({ length: input.count }, () => ({ jti: randomBytes(12).toString('base64url'), exp: nowS + input.expiresIn, iat: nowS }));
+  const issued = input.issued ?? Array.from({ length: input.count }, () => ({ jti: newTokenId(), exp: nowS + input.expiresIn, iat: nowS }));
   if (issued.length !== input.count) throw bad(`count is ${input.count} but ${issued.length} signed tokens were given`);
   const known = new Set(s.tokens.map((t) => t.jti));
   const records: TokenRecord[] = [];

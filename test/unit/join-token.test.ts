@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { generateSigningKey, issueToken, loadSigningKey, loadVerifyKey, TokenError, verifyToken } from '../../shared/join-token.js';
+import { generateSigningKey, issueToken, loadSigningKey, loadVerifyKey, newTokenId, TokenError, verifyToken } from '../../shared/join-token.js';
 import { FullvrTokens } from '../../fullvr/tokens.js';
 import { MemberTickets } from '../../fullvr/tickets.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,6 +27,17 @@ describe('join tokens', () => {
     const old = issueToken(sk, { network: 7, ttlSeconds: 60, now: Date.now() - 120_000 }).token;
     expect(() => verifyToken(pub, old)).toThrow(/expired/);
     for (const g of ['', 'tvt1.', 'tvt1.a.b', 'x.y.z', 'tvt1.' + 'A'.repeat(3000) + '.b']) expect(() => verifyToken(pub, g)).toThrow(TokenError);
+  });
+});
+
+describe('token ids', () => {
+  it('are 96 random bits in base64url and never start with "-" (a CLI argument would read as an option)', () => {
+    // A plain base64url id starts with "-" one time in 64: 4,000 ids would hold ~60 of them.
+    const ids = Array.from({ length: 4000 }, () => newTokenId());
+    expect(ids.filter((id) => id.startsWith('-'))).toEqual([]);
+    expect(ids.every((id) => /^[A-Za-z0-9_-]{16}$/.test(id))).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids.some((id) => id.includes('-'))).toBe(true); // the alphabet is still base64url
   });
 });
 
