@@ -477,13 +477,7 @@ describe('fused TinyVR pumps: read + decide + forward in one native call', () =>
     put(tx, 1, other4, 1);
     put(tx, 2, mine[1]!, 1);
     a.forward(tx, 3);
-    // A control message (INIT-type header, no auth), as a FullVR's handshake answer would be.
-    const ctrl = Buffer.alloc(HEADER_LEN + 40);
-    ctrl[0] = 1;
-    ctrl[1] = 3;
-    const sock = dgram.createSocket('udp4');
-    socks.push(sock);
-    await new Promise<void>((r) => sock.send(ctrl, portB, '127.0.0.1', () => r()));
+    const ctrl = await sendControl(portB);
     await sleep(30);
     const before = b.stats();
     const batch = new PacketBatch(64);
@@ -542,12 +536,7 @@ describe('fused TinyVR pumps: read + decide + forward in one native call', () =>
     expect(writes.some((w) => w.equals(mine[1]!))).toBe(true);
     expect(seen).toEqual([]); // data alone never called JS
     // A handshake-type message reaches JS.
-    const ctrl = Buffer.alloc(HEADER_LEN + 40);
-    ctrl[0] = 1;
-    ctrl[1] = 3;
-    const sock = dgram.createSocket('udp4');
-    socks.push(sock);
-    await new Promise<void>((r) => sock.send(ctrl, portB, '127.0.0.1', () => r()));
+    await sendControl(portB);
     await waitFor(() => seen.length > 0);
     expect(seen).toEqual([1]);
     // JS withdraws the IPv4 address by writing cfg: the next IPv4 packet is not for us.
@@ -660,12 +649,7 @@ describe('verdict cache: a router engine forwards known flows without calling JS
     expect(r.stats().cache_routed).toBe(4);
 
     // A control message: JS decides the batch, then hears of it after forwarding.
-    const ctrl = Buffer.alloc(HEADER_LEN + 40);
-    ctrl[0] = 1;
-    ctrl[1] = 3;
-    const sock = dgram.createSocket('udp4');
-    socks.push(sock);
-    await new Promise<void>((res) => sock.send(ctrl, portR, '127.0.0.1', () => res()));
+    await sendControl(portR);
     await waitFor(() => calls.control === 1);
     expectCalls(9, 1);
     await sleep(20);
@@ -686,6 +670,17 @@ describe('verdict cache: a router engine forwards known flows without calling JS
     expect(() => r.routeTunNative(batch, new Int32Array(1), new Uint8Array(16), () => {})).toThrow(/no TUN fd/);
   });
 });
+
+/** Sends a control message (INIT-type header, no auth), as a FullVR's handshake answer would be, to 127.0.0.1:port. */
+async function sendControl(port: number): Promise<Buffer> {
+  const ctrl = Buffer.alloc(HEADER_LEN + 40);
+  ctrl[0] = 1;
+  ctrl[1] = 3;
+  const sock = dgram.createSocket('udp4');
+  socks.push(sock);
+  await new Promise<void>((r) => sock.send(ctrl, port, '127.0.0.1', () => r()));
+  return ctrl;
+}
 
 async function plainSocket(): Promise<{ sock: dgram.Socket; port: number; got: Buffer[] }> {
   const sock = dgram.createSocket('udp4');
