@@ -1272,6 +1272,11 @@ static int udp_recv_gro(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr
 }
 
 /* udpRecv(buf, meta, addr) -> n */
+/* One batch from the UDP socket, through GRO where the socket has it -> n. */
+static int udp_read(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap) {
+  return e->udp_gro ? udp_recv_gro(e, buf, meta, addr, cap) : udp_recv(e, buf, meta, addr, cap);
+}
+
 static napi_value Engine_udpRecv(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -1284,7 +1289,7 @@ static napi_value Engine_udpRecv(napi_env env, napi_callback_info info) {
       !arg_typed(env, argv[2], napi_uint8_array, "addr", &addr, &al))
     return NULL;
   int cap = batch_cap(bl, mc, al);
-  return make_i32(env, e->udp_gro ? udp_recv_gro(e, buf, meta, addr, cap) : udp_recv(e, buf, meta, addr, cap));
+  return make_i32(env, udp_read(e, buf, meta, addr, cap));
 }
 
 static int32_t *tun_slot_meta(tv_engine *e, int32_t *meta, int n, size_t len) {
@@ -1389,6 +1394,11 @@ static int tun_read_offload(tv_engine *e, uint8_t *buf, int32_t *meta, int cap) 
 }
 
 /* tunRead(buf, meta) -> n */
+/* One batch from the TUN, segmenting super-packets where it has offloads -> n. */
+static int tun_read(tv_engine *e, uint8_t *buf, int32_t *meta, int cap) {
+  return e->tun_vnet ? tun_read_offload(e, buf, meta, cap) : tun_read_plain(e, buf, meta, cap);
+}
+
 static napi_value Engine_tunRead(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -1401,7 +1411,7 @@ static napi_value Engine_tunRead(napi_env env, napi_callback_info info) {
     return NULL;
   if (e->closed) return make_i32(env, 0);
   int cap = batch_cap(bl, mc, (size_t)-1);
-  return make_i32(env, e->tun_vnet ? tun_read_offload(e, bufv, metav, cap) : tun_read_plain(e, bufv, metav, cap));
+  return make_i32(env, tun_read(e, bufv, metav, cap));
 }
 
 /* ---------- send ---------- */
@@ -1634,7 +1644,7 @@ static void forward_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int n, int 
 
 /* One TUN batch to `session` (<= 0: dropped) -> packets read (0: nothing to read). */
 static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet) {
-  int n = e->tun_vnet ? tun_read_offload(e, buf, meta, cap) : tun_read_plain(e, buf, meta, cap);
+  int n = tun_read(e, buf, meta, cap);
   if (n <= 0) return 0;
   for (int i = 0; i < n; i++) {
     int32_t *m = meta + (size_t)i * TV_META_FIELDS;
@@ -1659,7 +1669,7 @@ static int addr_in(const uint8_t *a, const uint8_t *list, uint32_t count, size_t
  * counts DATA for others) -> n, | TV_PUMP_CONTROL when CONTROL slots are left for the caller. */
 static int udp_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap, const uint8_t *o4,
                           uint32_t n4, const uint8_t *o6, uint32_t n6) {
-  int n = e->udp_gro ? udp_recv_gro(e, buf, meta, addr, cap) : udp_recv(e, buf, meta, addr, cap);
+  int n = udp_read(e, buf, meta, addr, cap);
   if (n <= 0) return 0;
   int ctrl = 0;
   for (int i = 0; i < n; i++) {
@@ -1747,8 +1757,7 @@ static int route_pump_batch(tv_poller *p, tv_pump *q) {
   uint8_t *buf = q->buf;
   int32_t *meta = q->meta;
   int cap = q->cap;
-  int n = q->udp ? (e->udp_gro ? udp_recv_gro(e, buf, meta, q->addr, cap) : udp_recv(e, buf, meta, q->addr, cap))
-                 : (e->tun_vnet ? tun_read_offload(e, buf, meta, cap) : tun_read_plain(e, buf, meta, cap));
+  int n = q->udp ? udp_read(e, buf, meta, q->addr, cap) : tun_read(e, buf, meta, cap);
   if (n <= 0) return 0;
   /* Taken before JS runs: what JS decides is cached under the state it started from, so
    * a change JS makes while deciding (a bumped generation) leaves those entries stale. */
@@ -1847,126 +1856,82 @@ static bool pump_hold(napi_env env, tv_pump *q, napi_value v, napi_typedarray_ty
   return true;
 }
 
-/* pumpTunNative(buf, meta, cfg): from now on the engine moves TUN packets to session cfg[0]
- * with network cfg[1] by itself on every wake-up, without calling JS. */
-static napi_value Engine_pumpTunNative(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  tv_engine *e = unwrap_this(env, info, &argc, argv);
-  if (!e) return NULL;
-  tv_pump *q = calloc(1, sizeof *q);
-  if (!q) return throw_sys(env, "pump", ENOMEM);
-  void *bufv, *metav, *cfgv;
-  size_t bl, mc, cc;
-  if (argc < 3 || !pump_hold(env, q, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
-      !pump_hold(env, q, argv[1], napi_int32_array, "meta", &metav, &mc) ||
-      !pump_hold(env, q, argv[2], napi_int32_array, "cfg", &cfgv, &cc)) {
-    pump_free(env, q);
-    return NULL;
-  }
-  q->buf = bufv, q->meta = metav, q->cfg = cfgv;
-  q->cap = batch_cap(bl, mc, (size_t)-1);
-  if (cc < 2 || q->cap < 1) {
-    pump_free(env, q);
-    napi_throw_range_error(env, NULL, cc < 2 ? "cfg needs 2 entries" : "batch has no slot");
-    return NULL;
-  }
-  napi_value undef = undefined(env);
-  return set_poller(env, e, &e->tun_poll, e->tun_fd, undef, "TUN", q);
-}
-
-/* pumpUdpNative(buf, meta, addr, cfg, own4, own6, onControl): from now on the engine
- * receives and forwards by itself (DATA for one of the cfg[2] IPv4 addresses in own4 or
- * the cfg[3] IPv6 addresses in own6 to the TUN); onControl(n) runs only for a batch that
- * holds CONTROL slots. */
-static napi_value Engine_pumpUdpNative(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
+/* The four native pumps, started by one constructor. Arguments, in this order:
+ *   buf, meta, addr (UDP only), cfg, own4 + own6 (TinyVR UDP only), flags (router only),
+ *   callback (all but the TinyVR's TUN pump).
+ * pumpTunNative(buf, meta, cfg): TUN packets go to session cfg[0] with network cfg[1].
+ * pumpUdpNative(buf, meta, addr, cfg, own4, own6, onControl): DATA for one of the cfg[2]
+ *   IPv4 addresses in own4 or the cfg[3] IPv6 addresses in own6 goes to the TUN;
+ *   onControl(n) runs only for a batch that holds CONTROL slots.
+ * routeUdpNative(buf, meta, addr, cfg, flags, cb) / routeTunNative(buf, meta, cfg, flags, cb):
+ *   forward what the verdict cache knows (valid while cfg[0], the generation JS bumps on every
+ *   routing change, and the session epoch are unchanged); cb(n) for a batch with a miss (JS
+ *   decides it all and sets flags[i] to 1 (routed) or 2 (relayed) for verdicts that may be
+ *   cached), cb(n | PUMP_CONTROL) after forwarding a batch that held control messages.
+ * From then on the engine runs the pump on every wake-up of that fd, without calling JS. */
+static napi_value pump_start(napi_env env, napi_callback_info info, int udp, int routed) {
+  static const char *const usage[2][2] = {
+      {"pumpTunNative(buf, meta, cfg)", "pumpUdpNative(buf, meta, addr, cfg, own4, own6, onControl)"},
+      {"routeTunNative(buf, meta, cfg, flags, cb)", "routeUdpNative(buf, meta, addr, cfg, flags, cb)"}};
+  int own = udp && !routed, has_cb = udp || routed;
+  size_t want = 3 + (size_t)udp + (own ? 2 : 0) + (size_t)routed + (size_t)has_cb, argc = 7;
   napi_value argv[7];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  tv_pump *q = calloc(1, sizeof *q);
-  if (!q) return throw_sys(env, "pump", ENOMEM);
-  q->udp = 1;
-  void *bufv, *metav, *addrv, *cfgv, *o4, *o6;
-  size_t bl, mc, al, cc;
-  if (argc < 7 || !pump_hold(env, q, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
-      !pump_hold(env, q, argv[1], napi_int32_array, "meta", &metav, &mc) ||
-      !pump_hold(env, q, argv[2], napi_uint8_array, "addr", &addrv, &al) ||
-      !pump_hold(env, q, argv[3], napi_int32_array, "cfg", &cfgv, &cc) ||
-      !pump_hold(env, q, argv[4], napi_uint8_array, "own4", &o4, &q->l4) ||
-      !pump_hold(env, q, argv[5], napi_uint8_array, "own6", &o6, &q->l6)) {
-    pump_free(env, q);
-    return NULL;
-  }
-  q->buf = bufv, q->meta = metav, q->addr = addrv, q->cfg = cfgv, q->own4 = o4, q->own6 = o6;
-  q->cap = batch_cap(bl, mc, al);
-  if (cc < 4 || q->cap < 1) {
-    pump_free(env, q);
-    napi_throw_range_error(env, NULL, cc < 4 ? "cfg needs 4 entries" : "batch has no slot");
-    return NULL;
-  }
-  napi_valuetype t;
-  if (napi_typeof(env, argv[6], &t) != napi_ok || t != napi_function) {
-    pump_free(env, q);
-    napi_throw_type_error(env, NULL, "onControl must be a function");
-    return NULL;
-  }
-  return set_poller(env, e, &e->udp_poll, e->udp_fd, argv[6], "UDP", q);
-}
-
-/* routeUdpNative(buf, meta, addr, cfg, flags, cb) / routeTunNative(buf, meta, cfg, flags, cb):
- * from now on the engine forwards by itself what its verdict cache knows (valid while
- * cfg[0], the generation JS bumps on every routing change, and the session epoch are
- * unchanged) and calls cb(n) for a batch with a miss (JS decides it all and sets flags[i]
- * to 1 (routed) or 2 (relayed) for verdicts that may be cached) and cb(n | PUMP_CONTROL)
- * after forwarding a batch that held control messages. */
-static napi_value route_native(napi_env env, napi_callback_info info, int udp) {
-  size_t want = udp ? 6 : 5, argc = 6;
-  napi_value argv[6];
-  tv_engine *e = unwrap_this(env, info, &argc, argv);
-  if (!e) return NULL;
   if (argc < want) {
-    napi_throw_type_error(env, NULL, udp ? "routeUdpNative(buf, meta, addr, cfg, flags, cb)" : "routeTunNative(buf, meta, cfg, flags, cb)");
+    napi_throw_type_error(env, NULL, usage[routed][udp]);
     return NULL;
   }
   tv_pump *q = calloc(1, sizeof *q);
   if (!q) return throw_sys(env, "pump", ENOMEM);
-  q->udp = udp;
-  q->routed = 1;
-  void *bufv, *metav, *addrv = NULL, *cfgv, *flagsv;
-  size_t bl, mc, al = (size_t)-1, cc, fl;
+  q->udp = udp, q->routed = routed;
+  void *bufv, *metav, *addrv = NULL, *cfgv, *o4 = NULL, *o6 = NULL, *flagsv = NULL;
+  size_t bl, mc, al = (size_t)-1, cc, fl = 0;
   napi_value *a = argv;
   if (!pump_hold(env, q, *a++, napi_uint8_array, "buf", &bufv, &bl) ||
       !pump_hold(env, q, *a++, napi_int32_array, "meta", &metav, &mc) ||
       (udp && !pump_hold(env, q, *a++, napi_uint8_array, "addr", &addrv, &al)) ||
       !pump_hold(env, q, *a++, napi_int32_array, "cfg", &cfgv, &cc) ||
-      !pump_hold(env, q, *a++, napi_uint8_array, "flags", &flagsv, &fl)) {
+      (own && (!pump_hold(env, q, *a++, napi_uint8_array, "own4", &o4, &q->l4) ||
+               !pump_hold(env, q, *a++, napi_uint8_array, "own6", &o6, &q->l6))) ||
+      (routed && !pump_hold(env, q, *a++, napi_uint8_array, "flags", &flagsv, &fl))) {
     pump_free(env, q);
     return NULL;
   }
-  q->buf = bufv, q->meta = metav, q->addr = addrv, q->cfg = cfgv, q->flags = flagsv;
+  q->buf = bufv, q->meta = metav, q->addr = addrv, q->cfg = cfgv, q->own4 = o4, q->own6 = o6, q->flags = flagsv;
   q->cap = batch_cap(bl, mc, al);
-  if (cc < 1 || q->cap < 1 || fl < (size_t)q->cap) {
+  size_t need = routed ? 1 : udp ? 4 : 2; /* cfg entries the pump reads */
+  const char *bad = cc < need ? (routed ? "cfg needs 1 entry" : udp ? "cfg needs 4 entries" : "cfg needs 2 entries")
+                    : q->cap < 1 ? "batch has no slot"
+                    : routed && fl < (size_t)q->cap ? "flags needs one byte per slot"
+                    : NULL;
+  if (bad) {
     pump_free(env, q);
-    napi_throw_range_error(env, NULL, cc < 1 ? "cfg needs 1 entry" : q->cap < 1 ? "batch has no slot" : "flags needs one byte per slot");
+    napi_throw_range_error(env, NULL, bad);
     return NULL;
   }
-  napi_valuetype t;
-  if (napi_typeof(env, *a, &t) != napi_ok || t != napi_function) {
-    pump_free(env, q);
-    napi_throw_type_error(env, NULL, "callback must be a function");
-    return NULL;
+  napi_value cb = undefined(env);
+  if (has_cb) {
+    napi_valuetype t;
+    cb = *a;
+    if (napi_typeof(env, cb, &t) != napi_ok || t != napi_function) {
+      pump_free(env, q);
+      napi_throw_type_error(env, NULL, own ? "onControl must be a function" : "callback must be a function");
+      return NULL;
+    }
   }
-  if (!e->vc && !(e->vc = calloc(1, sizeof *e->vc))) {
+  if (routed && !e->vc && !(e->vc = calloc(1, sizeof *e->vc))) {
     pump_free(env, q);
     return throw_sys(env, "verdict cache", ENOMEM);
   }
-  return udp ? set_poller(env, e, &e->udp_poll, e->udp_fd, *a, "UDP", q)
-             : set_poller(env, e, &e->tun_poll, e->tun_fd, *a, "TUN", q);
+  return udp ? set_poller(env, e, &e->udp_poll, e->udp_fd, cb, "UDP", q)
+             : set_poller(env, e, &e->tun_poll, e->tun_fd, cb, "TUN", q);
 }
 
-static napi_value Engine_routeUdpNative(napi_env env, napi_callback_info info) { return route_native(env, info, 1); }
-static napi_value Engine_routeTunNative(napi_env env, napi_callback_info info) { return route_native(env, info, 0); }
+static napi_value Engine_pumpTunNative(napi_env env, napi_callback_info info) { return pump_start(env, info, 0, 0); }
+static napi_value Engine_pumpUdpNative(napi_env env, napi_callback_info info) { return pump_start(env, info, 1, 0); }
+static napi_value Engine_routeUdpNative(napi_env env, napi_callback_info info) { return pump_start(env, info, 1, 1); }
+static napi_value Engine_routeTunNative(napi_env env, napi_callback_info info) { return pump_start(env, info, 0, 1); }
 
 static napi_value Engine_sendKeepalive(napi_env env, napi_callback_info info) {
   size_t argc = 1;
