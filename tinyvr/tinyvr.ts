@@ -46,6 +46,14 @@ interface JoinState {
   ticket?: string;
 }
 
+/** Entries of the TinyVR's pump configuration, in the order the engine reads them. */
+const enum Cfg {
+  SESSION = 0, // session with the FullVR (<= 0: drop what the TUN gives)
+  OUTNET = 1, // network id the TUN's packets are sent in
+  OWN4 = 2, // how many IPv4 addresses in own4 are ours
+  OWN6 = 3, // how many IPv6 addresses in own6 are ours
+}
+
 export class TinyVR {
   private engine!: PacketEngine;
   private initiator!: Initiator;
@@ -59,32 +67,11 @@ export class TinyVR {
   private tunName = '';
   private fullvrHost = '';
   private fullvrPort = 0;
-  // The native pumps read these on every wake-up, so they live in one shared array:
-  // [session with the FullVR, its network, IPv4 and IPv6 own-address counts].
+  // The native pumps read these on every wake-up, so they live in one shared array (see Cfg).
   private readonly pumpCfg = new Int32Array(4);
+  /** The session with the FullVR (0: none yet). */
   private get session(): number {
-    return this.pumpCfg[0];
-  }
-  private set session(v: number) {
-    this.pumpCfg[0] = v;
-  }
-  private get outNetwork(): number {
-    return this.pumpCfg[1];
-  }
-  private set outNetwork(v: number) {
-    this.pumpCfg[1] = v;
-  }
-  private get own4n(): number {
-    return this.pumpCfg[2];
-  }
-  private set own4n(v: number) {
-    this.pumpCfg[2] = v;
-  }
-  private get own6n(): number {
-    return this.pumpCfg[3];
-  }
-  private set own6n(v: number) {
-    this.pumpCfg[3] = v;
+    return this.pumpCfg[Cfg.SESSION];
   }
   private remoteIndex = 0;
   private join: JoinState | null = null;
@@ -249,9 +236,9 @@ export class TinyVR {
       return;
     }
     const old = this.session;
-    this.session = s.index;
+    this.pumpCfg[Cfg.SESSION] = s.index;
     this.remoteIndex = s.remoteIndex;
-    this.outNetwork = p.network;
+    this.pumpCfg[Cfg.OUTNET] = p.network;
     if (old && old !== s.index) {
       this.engine.deleteSession(old);
       this.indices.release(old);
@@ -291,13 +278,15 @@ export class TinyVR {
       this.net.addAddress(dev, `${p.address}/32`);
     }
     const addrs = p.addresses?.length ? p.addresses : [p.address];
-    this.own4n = 0;
-    this.own6n = 0;
+    let n4 = 0;
+    let n6 = 0;
     for (const a of addrs) {
       const b = ipToBytes(a);
-      if (b.length === 4 && this.own4n < 4) this.own4.set(b, 4 * this.own4n++);
-      if (b.length === 16 && this.own6n < 4) this.own6.set(b, 16 * this.own6n++);
+      if (b.length === 4 && n4 < 4) this.own4.set(b, 4 * n4++);
+      if (b.length === 16 && n6 < 4) this.own6.set(b, 16 * n6++);
     }
+    this.pumpCfg[Cfg.OWN4] = n4;
+    this.pumpCfg[Cfg.OWN6] = n6;
     const srcFor = (family: number) => addrs.find((a) => (a.includes(':') ? 6 : 4) === family);
     const wanted = new Map<string, string>();
     for (const r of p.routes) {
