@@ -1748,6 +1748,13 @@ static napi_value Engine_udpPumpLocal(napi_env env, napi_callback_info info) {
 
 /* ---------- the FullVR's cached routing (see verdict-cache.h) ---------- */
 
+/* The verdict-cache key of DATA slot i: a TUN packet comes from "session -1" in no network
+ * (JS decides those by source address alone). 0: not an IP packet. */
+static int slot_key(const tv_pump *q, const uint8_t *buf, const int32_t *m, int i, tv_vc_key *k) {
+  return tv_vc_key_of(k, q->udp ? m[M_SESSION] : -1, q->udp ? m[M_NETWORK] : 0, buf + (size_t)i * TV_SLOT_SIZE + m[M_OFF],
+                      m[M_LEN]);
+}
+
 /* One batch: verdicts from the cache; a batch with a miss goes to JS (the callback gets n)
  * and JS decides all of it, flagging what may be cached; a batch holding control messages
  * calls JS once more after forwarding (the callback gets n | TV_PUMP_CONTROL).
@@ -1764,20 +1771,23 @@ static int route_pump_batch(tv_poller *p, tv_pump *q) {
   uint32_t gen = (uint32_t)q->cfg[0], epoch = e->session_epoch;
   int js = 0, control = 0;
   uint64_t routed = 0, relayed = 0;
+  /* Segments of one GRO/TSO burst share a key: the entry that answered the slot before is
+   * tried first, which spares the hash. */
+  const tv_vc_entry *last = NULL;
+  tv_vc_key k;
   for (int i = 0; i < n; i++) {
     int32_t *m = meta + (size_t)i * TV_META_FIELDS;
     int32_t kind = m[M_KIND];
     m[M_ACTION] = ACTION_DROP;
     if (kind == KIND_DATA) {
-      const uint8_t *a;
-      uint8_t alen;
-      int v = tv_vc_addrs(buf + (size_t)i * TV_SLOT_SIZE + m[M_OFF], m[M_LEN], &a, &alen);
-      const tv_vc_entry *x =
-          v ? tv_vc_find(e->vc, gen, epoch, q->udp ? m[M_SESSION] : -1, q->udp ? m[M_NETWORK] : 0, v, a, alen) : NULL;
+      const tv_vc_entry *x = NULL;
+      if (slot_key(q, buf, m, i, &k))
+        x = last && tv_vc_match(last, gen, epoch, &k) ? last : tv_vc_find(e->vc, gen, epoch, &k);
       if (!x) {
         js = 1;
         continue;
       }
+      last = x;
       m[M_ACTION] = x->action;
       m[M_OUTNET] = x->outnet;
       if (x->relayed) relayed++;
@@ -1793,13 +1803,8 @@ static int route_pump_batch(tv_poller *p, tv_pump *q) {
     if (p->dead || p->pump != q) return -1;
     for (int i = 0; i < n; i++) {
       int32_t *m = meta + (size_t)i * TV_META_FIELDS;
-      if (!q->flags[i] || m[M_KIND] != KIND_DATA || m[M_ACTION] == ACTION_DROP) continue;
-      const uint8_t *a;
-      uint8_t alen;
-      int v = tv_vc_addrs(buf + (size_t)i * TV_SLOT_SIZE + m[M_OFF], m[M_LEN], &a, &alen);
-      if (v)
-        tv_vc_put(e->vc, gen, epoch, q->udp ? m[M_SESSION] : -1, q->udp ? m[M_NETWORK] : 0, v, a, alen, m[M_ACTION],
-                  m[M_OUTNET], q->flags[i] == 2);
+      if (q->flags[i] && m[M_KIND] == KIND_DATA && m[M_ACTION] != ACTION_DROP && slot_key(q, buf, m, i, &k))
+        tv_vc_put(e->vc, gen, epoch, &k, m[M_ACTION], m[M_OUTNET], q->flags[i] == 2);
     }
   } else {
     e->st[ST_VC_ROUTED] += routed;

@@ -31,46 +31,57 @@ typedef struct {
   tv_vc_entry e[TV_VC_SIZE];
 } tv_vcache;
 
-/* The key of the IP packet p (len bytes): its addresses; 0 if it is too short or not IP
- * (JS decides and drops those). */
-static inline int tv_vc_addrs(const uint8_t *p, int32_t len, const uint8_t **addrs, uint8_t *alen) {
+/* What a verdict depends on, beyond the routing state: where the packet came from and its addresses. */
+typedef struct {
+  int32_t session, net; /* incoming session (-1: the TUN) and the network it named */
+  int version;          /* 4 or 6 */
+  const uint8_t *addr;  /* source and destination, in the packet */
+  uint8_t alen;
+} tv_vc_key;
+
+/* The key of the IP packet p (len bytes); 0 if it is too short or not IP (JS decides and
+ * drops those). */
+static inline int tv_vc_key_of(tv_vc_key *k, int32_t session, int32_t net, const uint8_t *p, int32_t len) {
   int v = p[0] >> 4;
+  k->session = session, k->net = net, k->version = v;
   if (v == 4 && len >= 20) {
-    *addrs = p + 12, *alen = 8;
-    return 4;
+    k->addr = p + 12, k->alen = 8;
+    return 1;
   }
   if (v == 6 && len >= 40) {
-    *addrs = p + 8, *alen = 32;
-    return 6;
+    k->addr = p + 8, k->alen = 32;
+    return 1;
   }
   return 0;
 }
 
-static inline tv_vc_entry *tv_vc_slot(tv_vcache *c, int32_t session, int32_t net, const uint8_t *a, uint8_t alen) {
+static inline tv_vc_entry *tv_vc_slot(tv_vcache *c, const tv_vc_key *k) {
   uint32_t h = 2166136261u; /* FNV-1a */
-  h = (h ^ (uint32_t)session) * 16777619u;
-  h = (h ^ (uint32_t)net) * 16777619u;
-  for (int i = 0; i < alen; i++) h = (h ^ a[i]) * 16777619u;
+  h = (h ^ (uint32_t)k->session) * 16777619u;
+  h = (h ^ (uint32_t)k->net) * 16777619u;
+  for (int i = 0; i < k->alen; i++) h = (h ^ k->addr[i]) * 16777619u;
   return &c->e[(h ^ (h >> 15)) & (TV_VC_SIZE - 1)];
 }
 
-/* The cached entry for this key under (gen, epoch), or NULL. */
-static inline const tv_vc_entry *tv_vc_find(tv_vcache *c, uint32_t gen, uint32_t epoch, int32_t session, int32_t net,
-                                            int version, const uint8_t *a, uint8_t alen) {
-  const tv_vc_entry *x = tv_vc_slot(c, session, net, a, alen);
-  if (x->gen != gen || x->epoch != epoch || gen == 0 || x->session != session || x->net != net ||
-      x->version != version || memcmp(x->addr, a, alen) != 0)
-    return NULL;
-  return x;
+/* Does entry x hold the verdict for k under (gen, epoch)? */
+static inline int tv_vc_match(const tv_vc_entry *x, uint32_t gen, uint32_t epoch, const tv_vc_key *k) {
+  return gen != 0 && x->gen == gen && x->epoch == epoch && x->session == k->session && x->net == k->net &&
+         x->version == k->version && memcmp(x->addr, k->addr, k->alen) == 0;
 }
 
-static inline void tv_vc_put(tv_vcache *c, uint32_t gen, uint32_t epoch, int32_t session, int32_t net, int version,
-                             const uint8_t *a, uint8_t alen, int32_t action, int32_t outnet, int relayed) {
-  tv_vc_entry *x = tv_vc_slot(c, session, net, a, alen);
-  x->gen = gen, x->epoch = epoch, x->session = session, x->net = net;
+/* The cached entry for k under (gen, epoch), or NULL. */
+static inline const tv_vc_entry *tv_vc_find(tv_vcache *c, uint32_t gen, uint32_t epoch, const tv_vc_key *k) {
+  const tv_vc_entry *x = tv_vc_slot(c, k);
+  return tv_vc_match(x, gen, epoch, k) ? x : NULL;
+}
+
+static inline void tv_vc_put(tv_vcache *c, uint32_t gen, uint32_t epoch, const tv_vc_key *k, int32_t action,
+                             int32_t outnet, int relayed) {
+  tv_vc_entry *x = tv_vc_slot(c, k);
+  x->gen = gen, x->epoch = epoch, x->session = k->session, x->net = k->net;
   x->action = action, x->outnet = outnet;
-  x->version = (uint8_t)version, x->relayed = (uint8_t)(relayed != 0), x->alen = alen;
-  memcpy(x->addr, a, alen);
+  x->version = (uint8_t)k->version, x->relayed = (uint8_t)(relayed != 0), x->alen = k->alen;
+  memcpy(x->addr, k->addr, k->alen);
 }
 
 #endif
