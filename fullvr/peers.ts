@@ -229,15 +229,30 @@ export class Peers {
     for (const st of this.peers.values()) {
       if (!st.current) continue;
       this.engine.sendKeepalive(st.current);
-      const info = this.engine.sessionInfo(st.current);
-      const prev = st.previous ? this.engine.sessionInfo(st.previous) : null;
-      const lastRx = Math.max(info?.lastRxMs ?? 0, prev?.lastRxMs ?? 0, st.installedMono);
+      const lastRx = Math.max(this.lastRxMs(st), st.installedMono);
       if (now - lastRx > 3 * this.keepaliveMs) {
         if (st.upSince) log.warn('peer silent', { peer: st.cfg.id, silentMs: now - lastRx });
         st.upSince = 0;
         this.rehandshake(st, 'silent');
       }
     }
+  }
+
+  /**
+   * When we last heard from the peer (monotonic ms, 0: never). Both the current and the
+   * previous session count: after two crossing handshakes each side sends on the session
+   * it promoted last, which is the other side's previous one, for as long as both live.
+   */
+  private lastRxMs(st: PeerState): number {
+    const cur = st.current ? this.engine.sessionInfo(st.current) : null;
+    const prev = st.previous ? this.engine.sessionInfo(st.previous) : null;
+    return Math.max(cur?.lastRxMs ?? 0, prev?.lastRxMs ?? 0);
+  }
+
+  /** Whether the peer was heard from within three keepalive intervals. */
+  private heard(st: PeerState, now: number): boolean {
+    const at = this.lastRxMs(st);
+    return !!st.current && at > 0 && now - at <= 3 * this.keepaliveMs;
   }
 
   /** Current session of every peer that has one (for control messages). */
@@ -287,7 +302,7 @@ export class Peers {
         txBps = Math.max(0, Math.round(((info.txBytes - st.lastBytes.tx) * 8) / dt));
       }
       st.lastBytes = info ? { at: now, rx: info.rxBytes, tx: info.txBytes } : null;
-      return { id: st.cfg.id, up: !!info && now - info.lastRxMs <= 3 * this.keepaliveMs, rttMs: st.rttMs, rxBps, txBps };
+      return { id: st.cfg.id, up: this.heard(st, now), rttMs: st.rttMs, rxBps, txBps };
     });
   }
 
@@ -295,13 +310,14 @@ export class Peers {
     const now = monotonicMs();
     return [...this.peers.values()].map((st) => {
       const info = st.current ? this.engine.sessionInfo(st.current) : null;
+      const lastRx = this.lastRxMs(st);
       return {
         id: st.cfg.id,
         endpoint: info ? `${info.peerHost}:${info.peerPort}` : `${st.cfg.host}:${st.cfg.port}`,
         limited: !!st.cfg.limited,
-        up: !!st.current && !!info && now - info.lastRxMs <= 3 * this.keepaliveMs,
+        up: this.heard(st, now),
         session: st.current,
-        lastRxAgoMs: info ? now - info.lastRxMs : null,
+        lastRxAgoMs: lastRx > 0 ? now - lastRx : null,
         rttMs: st.rttMs,
         rxPackets: info?.rxPackets ?? 0,
         txPackets: info?.txPackets ?? 0,
