@@ -82,10 +82,12 @@ function v6Bytes(s: string): Uint8Array {
   return out;
 }
 
-function tryBytes(s: unknown): Uint8Array | null {
+// checkCidrLib: false where the caller runs ip-cidr on the whole CIDR anyway (isValidCIDR
+// validates the address part too), so each prefix pays for ip-cidr once.
+function tryBytes(s: unknown, checkCidrLib = true): Uint8Array | null {
   if (typeof s !== 'string' || s.includes('%')) return null;
   const fam = isIP(s);
-  if (fam === 0 || !IPCIDR.isValidAddress(s)) return null;
+  if (fam === 0 || (checkCidrLib && !IPCIDR.isValidAddress(s))) return null;
   if (fam === 6) return v6Bytes(s);
   const b = new Uint8Array(4);
   v4Bytes(s, b, 0);
@@ -149,7 +151,7 @@ export function parseCidrBytes(s: string): { cidr: ParsedCidr; bytes: Uint8Array
   if (typeof s !== 'string') throw new Error(`${show(s)} is not a valid CIDR (expected a string like "10.1.0.0/24")`);
   const slash = s.lastIndexOf('/');
   if (slash < 0) throw new Error(`${show(s)} is not a valid CIDR (missing "/prefix-length")`);
-  const bytes = tryBytes(s.slice(0, slash));
+  const bytes = tryBytes(s.slice(0, slash), false);
   if (!bytes) throw new Error(`${show(s)} is not a valid CIDR (bad address)`);
   const max = bytes.length * 8;
   const len = s.slice(slash + 1);
@@ -158,11 +160,13 @@ export function parseCidrBytes(s: string): { cidr: ParsedCidr; bytes: Uint8Array
   }
   if (!IPCIDR.isValidCIDR(s)) throw new Error(`${show(s)} is not a valid CIDR`);
   const bits = Number(len);
+  const net = maskBytes(bytes, bits);
+  const address = bytesToIp(bytes);
   const cidr: ParsedCidr = {
     family: bytes.length === 4 ? 4 : 6,
-    address: bytesToIp(bytes),
+    address,
     bits,
-    network: bytesToIp(maskBytes(bytes, bits)),
+    network: net.every((b, i) => b === bytes[i]) ? address : bytesToIp(net), // usually no host bits
   };
   return { cidr, bytes };
 }
