@@ -68,7 +68,8 @@ const commands: Record<string, Runner> = {
   --ticket-file FILE    keep the FullVR's rejoin ticket there across restarts
   --control HOST:PORT   serve JSON status over HTTP on this local endpoint
   --keepalive SECONDS   keepalive interval, at most 25 (default 10)
-  --join-timeout SECONDS  give up if the FullVR does not answer (default 15)`;
+  --join-timeout SECONDS  give up if the FullVR does not answer (default 15)
+  --moderation-us N     wake-up moderation under bulk load, 0 = off (default 500)`;
     const o = parse(argv, TINYVR_FLAG_OPTIONS, usage);
     setLogComponent('tinyvr');
     const { loadTinyvrRaw, parseTinyvrConfig } = await import('../tinyvr/config.js');

@@ -19,6 +19,8 @@ import {
   zName,
   zPrefix,
   zToken,
+  zModerationMicros,
+  DEFAULT_MODERATION_US,
 } from '../shared/config-error.js';
 
 /** A site: one entry of the network's GNDT. */
@@ -91,6 +93,8 @@ export const FullvrConfigSchema = z.strictObject({
   tokens: z.array(z.strictObject({ token: zToken, network: zId })).default([]),
   // keepalive interval towards peers and sessions, seconds (1..25, below common NAT timeouts)
   keepaliveSeconds: zKeepalive.default(10),
+  // wake-up moderation, microseconds (0: off): see the TinyVR's moderationMicros
+  moderationMicros: zModerationMicros.default(DEFAULT_MODERATION_US),
   // the download server ("ViNe Authority") this FullVR trusts and reports to
   authority: z
     .strictObject({

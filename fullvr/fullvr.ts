@@ -137,6 +137,7 @@ export class FullVR {
         this.setupLan(tun.name);
       }
       this.engine = new PacketEngine({ udpFd, tunFd: tunFd >= 0 ? tunFd : undefined, mtu: this.mtu, tunOffload });
+      this.engine.setModeration(this.cfg.moderationMicros);
 
     } catch (e) {
       this.net.rollback();

@@ -240,3 +240,11 @@ export const zName = z
 
 /** Keepalive interval: NAT UDP mappings often expire after 30 s, so at most 25. */
 export const zKeepalive = z.number().min(1).max(25).int();
+
+/** Wake-up moderation default (µs): see PacketEngine.setModeration. */
+export const DEFAULT_MODERATION_US = 500;
+/** Wake-up moderation period in µs: 0 (off) or 10..100000. */
+export const zModerationMicros = z
+  .number()
+  .int()
+  .refine((v) => v === 0 || (v >= 10 && v <= 100000), 'must be 0 (off) or 10..100000 microseconds');

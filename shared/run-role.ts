@@ -35,6 +35,7 @@ export const TINYVR_FLAG_OPTIONS = {
   control: { type: 'string' },
   keepalive: { type: 'string' },
   'join-timeout': { type: 'string' },
+  'moderation-us': { type: 'string' },
   secondary: { type: 'string' },
   'secondary-key': { type: 'string' },
   'secondary-token': { type: 'string' },
@@ -44,12 +45,12 @@ export type TinyvrFlags = { [K in keyof typeof TINYVR_FLAG_OPTIONS]?: string };
 
 /**
  * Overrides the keys of a raw (not yet validated) TinyVR config with the flags that were given;
- * returns `raw`. Throws UserError for a non-numeric --keepalive / --join-timeout.
+ * returns `raw`. Throws UserError for a non-numeric --keepalive / --join-timeout / --moderation-us.
  */
 export function applyTinyvrFlags(raw: Record<string, unknown>, o: TinyvrFlags): Record<string, unknown> {
-  const num = (s: string | undefined, flag: string) => {
+  const num = (s: string | undefined, flag: string, unit = 'seconds') => {
     if (s === undefined) return undefined;
-    if (!/^\d+$/.test(s)) throw new UserError(`--${flag}: "${s}" is not a whole number of seconds`);
+    if (!/^\d+$/.test(s)) throw new UserError(`--${flag}: "${s}" is not a whole number of ${unit}`);
     return Number(s);
   };
   const flags: Record<string, unknown> = {
@@ -62,6 +63,7 @@ export function applyTinyvrFlags(raw: Record<string, unknown>, o: TinyvrFlags): 
     control: o.control,
     keepaliveSeconds: num(o.keepalive, 'keepalive'),
     joinTimeoutSeconds: num(o['join-timeout'], 'join-timeout'),
+    moderationMicros: num(o['moderation-us'], 'moderation-us', 'microseconds'),
     secondary:
       o.secondary || o['secondary-key']
         ? { fullvr: o.secondary, fullvrKey: o['secondary-key'], ...(o['secondary-token'] ? { token: o['secondary-token'] } : {}) }

@@ -112,6 +112,7 @@ export class TinyVR {
       tunFd = tun.fd;
       this.tunName = tun.name;
       this.engine = new PacketEngine({ udpFd, tunFd, mtu: 1500, tunOffload: tun.offload });
+      this.engine.setModeration(this.cfg.moderationMicros);
     } catch (e) {
       if (tunFd >= 0) closeFd(tunFd);
       if (udpFd >= 0) closeFd(udpFd);

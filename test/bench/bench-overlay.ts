@@ -45,7 +45,11 @@ export class BenchOverlay extends Overlay {
     const f = this.fullvrs.get(site)!;
     const h = this.lab.spawn(
       vm,
-      [process.execPath, this.cli, 'tinyvr', '--fullvr', this.endpoint(site), '--fullvr-key', f.publicKey, '--token', net.token, '--control', TINYVR_CONTROL, '--keepalive', '2', ...extra],
+      [
+        process.execPath, this.cli, 'tinyvr', '--fullvr', this.endpoint(site), '--fullvr-key', f.publicKey, '--token', net.token, '--control', TINYVR_CONTROL, '--keepalive', '2',
+        ...(this.opts.moderationMicros !== undefined ? ['--moderation-us', String(this.opts.moderationMicros)] : []),
+        ...extra,
+      ],
       { logFile: join(this.lab.logsDir, `tinyvr-${vm}-${Date.now()}.log`) },
     );
     this.tinyvrs.set(vm, h);

@@ -9,7 +9,7 @@
 //    time from `curl ... /join | sh` to the first packet across the overlay.
 //
 //   npm run bench -- [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes]
-//                    [--no-p4] [--no-udp] [--no-1g] [--keep-logs]
+//                    [--no-p4] [--no-udp] [--no-1g] [--moderation-us N] [--keep-logs]
 //
 // Within each kind of measurement the paths are measured alternately (kernel, openvpn, tinc,
 // overlay, overlay modes, kernel, ...) and each reports the median of its rounds. Exits non-zero with a one-line message if
@@ -27,7 +27,7 @@ import { iperfTcp, iperfUdp, median, pingRtt, round1, type CpuUsage, type TcpSam
 import { runJoinBench, type JoinBenchResult } from './join-bench.js';
 import { gmacImpl } from '../../shared/packet-engine.js';
 
-const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--no-p4] [--no-udp] [--no-1g] [--keep-logs] [--join-cpu-prof DIR]
+const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--no-p4] [--no-udp] [--no-1g] [--moderation-us N] [--keep-logs] [--join-cpu-prof DIR]
   --only WHAT   run only the data-plane part (tcp) or only the join part (join); default both
   --json FILE   also write the results as JSON to FILE
   --seconds N   iperf3 duration per sample, and GET /join load duration (default 10)
@@ -36,12 +36,25 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
   --no-p4       skip TCP with 4 parallel streams (kernel, openvpn, tinc, overlay)
   --no-udp      skip UDP at a fixed offered 500 Mbit/s (kernel, openvpn, tinc, overlay)
   --no-1g       skip the CPU measurement at a paced 1 Gbit/s TCP load (overlay, openvpn, tinc)
+  --moderation-us N  the overlay routers' wake-up moderation (default: theirs, 500); unless 0,
+                an unmoderated gmac overlay is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
   --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN/server logs) after the run
   --join-cpu-prof DIR   run the GET /join load-test server with node --cpu-prof, profile into DIR`;
 
 type Mode = 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
 // The first is the default mode: its figure is reported as `overlay`.
 const MODES: Mode[] = ['gmac', 'hmac', 'aes-gcm', 'chacha', 'none'];
+
+/** Overlay variants of a run: key (path name), auth mode, wake-up moderation (undefined: the routers' default). */
+function variantsOf(opt: { modes: Mode[]; moderation?: number }): Array<{ key: string; mode: Mode; moderation?: number }> {
+  const v: Array<{ key: string; mode: Mode; moderation?: number }> = opt.modes.map((mode, i) => ({
+    key: i === 0 ? 'overlay' : `overlay-${mode}`,
+    mode,
+    ...(opt.moderation === undefined ? {} : { moderation: opt.moderation }),
+  }));
+  if (opt.moderation !== 0) v.push({ key: 'overlay-unmoderated', mode: MODES[0]!, moderation: 0 });
+  return v;
+}
 
 // ---------------------------------------------------------------------------
 // arguments
@@ -60,6 +73,7 @@ function parseCli() {
         'no-p4': { type: 'boolean' },
         'no-udp': { type: 'boolean' },
         'no-1g': { type: 'boolean' },
+        'moderation-us': { type: 'string' },
         'keep-logs': { type: 'boolean' },
         only: { type: 'string' },
         'join-cpu-prof': { type: 'string' },
@@ -85,6 +99,14 @@ function parseCli() {
     }
     return n;
   };
+  let moderation: number | undefined;
+  if (v['moderation-us'] !== undefined) {
+    moderation = Number(v['moderation-us']);
+    if (!Number.isInteger(moderation) || (moderation !== 0 && (moderation < 10 || moderation > 100000))) {
+      console.error('bench: --moderation-us must be 0 (off) or an integer 10..100000');
+      process.exit(2);
+    }
+  }
   if (v.only !== undefined && v.only !== 'tcp' && v.only !== 'join') {
     console.error(`bench: --only takes tcp or join, not "${v.only}"\n${USAGE}`);
     process.exit(2);
@@ -99,6 +121,7 @@ function parseCli() {
     p4: v['no-p4'] !== true,
     udp: v['no-udp'] !== true,
     at1g: v['no-1g'] !== true,
+    moderation,
     keepLogs: v['keep-logs'] === true,
   };
 }
@@ -213,6 +236,11 @@ const UDP_RATE = '500M';
 const UDP_LEN = 1400;
 const UDP_WINDOW = '4M';
 const PACED_RATE = '1G';
+/** Paths measured at the paced rate. */
+const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'openvpn', 'tinc'];
+
+/** A paced-load sample: the TCP figures and the median ping RTT while it ran. */
+type LoadedSample = TcpSample & { rttLoadedUs: number | null };
 
 /** Table lines (after the common header) and JSON fields of the data-plane part; null if it cannot run. */
 async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; json: Record<string, unknown> } | null> {
@@ -237,25 +265,28 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   // tunnels' lab): two FullVRs carry all their networks over one peer session, sealed in
   // the strongest mode any of those networks asks for, so sharing a pair would measure
   // every mode with aes-gcm between the FullVRs.
-  const modeLabs = new Map<Mode, { lab: Lab; ov: BenchOverlay | null }>();
-  const labOf = (mode: Mode): Lab => modeLabs.get(mode)?.lab ?? lab;
-  const ovOf = (mode: Mode): BenchOverlay | null => modeLabs.get(mode)?.ov ?? null;
+  // Overlay variants, each with a FullVR pair of its own: every auth mode, and (unless the run
+  // is unmoderated anyway) the default mode with wake-up moderation off, to show what it does.
+  const variants = variantsOf(opt);
+  const modeLabs = new Map<string, { lab: Lab; ov: BenchOverlay | null }>();
+  const labOf = (key: string): Lab => modeLabs.get(key)?.lab ?? lab;
+  const ovOf = (key: string): BenchOverlay | null => modeLabs.get(key)?.ov ?? null;
   let vpn: OpenvpnTunnel | null = null;
   let tinc: TincTunnel | null = null;
   const fvrB = lab.publicAddr('b', 'fvr');
   const results = new Map<string, PathResult>();
   const p4 = new Map<string, Series<TcpSample>>();
   const udp = new Map<string, Series<UdpSample>>();
-  const at1g = new Map<string, Series<TcpSample>>();
+  const at1g = new Map<string, Series<LoadedSample>>();
   const extra: Record<string, unknown> = {};
-  const modeUp = new Map<Mode, boolean>();
+  const modeUp = new Map<string, boolean>();
   const mtus: Record<string, number | null> = { kernel: null, overlay: null, openvpn: null, tinc: null };
 
   try {
     console.error(`bench: lab ${lab.prefix} built in ${Math.round(lab.buildMs)} ms; logs in ${lab.logsDir}`);
 
     // --- overlay: per auth mode a1 -> b1 over its own FullVR pair (the default, gmac, in `lab`)
-    for (const [i, mode] of opt.modes.entries()) {
+    for (const [i, { key, mode, moderation }] of variants.entries()) {
       const network: NetworkSpec = {
         id: 1,
         name: `bench-${mode}`,
@@ -270,19 +301,19 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       try {
         const l = i === 0 ? lab : await newLab();
         const entry: { lab: Lab; ov: BenchOverlay | null } = { lab: l, ov: null };
-        modeLabs.set(mode, entry);
-        const o = new BenchOverlay(l, [network], ['a', 'b'], cli);
+        modeLabs.set(key, entry);
+        const o = new BenchOverlay(l, [network], ['a', 'b'], cli, moderation === undefined ? {} : { moderationMicros: moderation });
         entry.ov = o;
         tempDirs.add(o.dir);
         await o.startAllFullvrs();
         await waitFor(async () => (await o.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 15_000);
         await Promise.all([o.startTinyvr('a1', 'a', 1), o.startTinyvr('b1', 'b', 1)]);
         const p = await l.ping('a1', l.addr('b1'), { count: 3, interval: 0.2, waitS: 2 });
-        if (p.received === 0) fail(`overlay ${mode}: connectivity a1 -> b1`, new Error(`no ping reply\n${p.output}`));
-        else modeUp.set(mode, true);
-        if (i === 0 && modeUp.get(mode)) mtus.overlay = await routeMtu(l, 'a1', l.addr('b1'));
+        if (p.received === 0) fail(`${key}: connectivity a1 -> b1`, new Error(`no ping reply\n${p.output}`));
+        else modeUp.set(key, true);
+        if (i === 0 && modeUp.get(key)) mtus.overlay = await routeMtu(l, 'a1', l.addr('b1'));
       } catch (e) {
-        fail(`overlay ${mode}: start`, e);
+        fail(`${key}: start`, e);
       }
     }
     // The reference tunnels get the overlay's TUN MTU, so that every tunnel carries the same
@@ -374,21 +405,21 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         up: tinc !== null,
         pids: () => ({ client: tinc?.client.pid, server: tinc?.server.pid }),
       },
-      ...opt.modes.map(
-        (mode, i): Path => ({
-          key: i === 0 ? 'overlay' : `overlay-${mode}`,
-          label: `overlay${i === 0 ? '' : ` ${mode}`}: a1 → b1 (TinyVR → FullVR a → FullVR b → TinyVR, auth ${mode}${i === 0 ? `${mtus.overlay ? `, TUN mtu ${mtus.overlay}` : ''}, in the reference tunnels' lab` : ', in a lab of its own'})`,
-          lab: labOf(mode),
+      ...variants.map(
+        ({ key, mode, moderation }, i): Path => ({
+          key,
+          label: `${key}: a1 → b1 (TinyVR → FullVR a → FullVR b → TinyVR, auth ${mode}, wake-up moderation ${moderation === undefined ? 'default' : moderation === 0 ? 'off' : `${moderation} µs`}${i === 0 ? `${mtus.overlay ? `, TUN mtu ${mtus.overlay}` : ''}, in the reference tunnels' lab` : ', in a lab of its own'})`,
+          lab: labOf(key),
           client: 'a1',
           server: 'b1',
-          addr: labOf(mode).addr('b1'),
+          addr: labOf(key).addr('b1'),
           port: 5204 + i,
-          up: modeUp.get(mode) === true,
+          up: modeUp.get(key) === true,
           pids: () => ({
-            tinyvr_a: ovOf(mode)?.tinyvrs.get('a1')?.pid,
-            fullvr_a: ovOf(mode)?.fullvrs.get('a')?.proc?.pid,
-            fullvr_b: ovOf(mode)?.fullvrs.get('b')?.proc?.pid,
-            tinyvr_b: ovOf(mode)?.tinyvrs.get('b1')?.pid,
+            tinyvr_a: ovOf(key)?.tinyvrs.get('a1')?.pid,
+            fullvr_a: ovOf(key)?.fullvrs.get('a')?.proc?.pid,
+            fullvr_b: ovOf(key)?.fullvrs.get('b')?.proc?.pid,
+            tinyvr_b: ovOf(key)?.tinyvrs.get('b1')?.pid,
           }),
         }),
       ),
@@ -465,14 +496,22 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       );
     }
 
-    // --- 4: CPU at a paced 1 Gbit/s TCP load
+    // --- 4: CPU at a paced 1 Gbit/s TCP load, and the ping RTT under it (after 1.5 s of load,
+    // every 50 ms until ~1 s before the end): what wake-up moderation costs in latency
     if (opt.at1g) {
+      const pings = Math.max(5, Math.floor((opt.seconds - 2.5) * 20));
       await runRounds(
         'tcp-1g',
-        paths.filter((p) => ['overlay', 'openvpn', 'tinc'].includes(p.key)),
+        paths.filter((p) => AT1G_KEYS.includes(p.key)),
         at1g,
-        (p) => iperfTcp(p.lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: PACED_RATE, cpuPids: p.pids() }),
-        tcpLine,
+        async (p): Promise<LoadedSample> => {
+          const [s, rtt] = await Promise.all([
+            iperfTcp(p.lab, p.client, p.server, p.addr, p.port, opt.seconds, { bitrate: PACED_RATE, cpuPids: p.pids() }),
+            new Promise((r) => setTimeout(r, 1500)).then(() => pingRtt(p.lab, p.client, p.addr, pings, 0.05)).catch(() => null),
+          ]);
+          return { ...s, rttLoadedUs: rtt?.medianUs ?? null };
+        },
+        (s) => `${tcpLine(s)}  ping under load ${s.rttLoadedUs ?? '-'} µs`,
       );
     }
 
@@ -481,13 +520,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       ['kernel', lab, 'a1', fvrB, kernelOk],
       ['openvpn', lab, 'a1', '10.254.0.1', vpn !== null],
       ['tinc', lab, 'a1', '10.253.0.1', tinc !== null],
-      ...opt.modes.map((mode, i): [string, Lab, string, string, boolean] => [
-        i === 0 ? 'overlay' : `overlay-${mode}`,
-        labOf(mode),
-        'a1',
-        labOf(mode).addr('b1'),
-        modeUp.get(mode) === true,
-      ]),
+      ...variants.map(({ key }): [string, Lab, string, string, boolean] => [key, labOf(key), 'a1', labOf(key).addr('b1'), modeUp.get(key) === true]),
     ];
     for (const [key, l, from, to, up] of rttTargets) {
       if (!up) continue;
@@ -503,9 +536,10 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     }
 
     // --- overlay datapath counters (drops, send errors) after all the traffic
-    for (const [mode, { ov }] of modeLabs) {
+    for (const [key, { ov }] of modeLabs) {
       if (!ov) continue;
-      const tag = mode === MODES[0] ? '' : `_${mode}`;
+      const mode = key;
+      const tag = key === 'overlay' ? '' : `_${key.replace(/^overlay-/, '').replace(/-/g, '_')}`;
       for (const site of ['a', 'b']) {
         try {
           const st = await ov.fullvrStatus(site);
@@ -586,7 +620,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     ),
   );
   lines.push('');
-  for (const r of results.values()) lines.push(`  ${r.key.padEnd(15)} ${r.label}`);
+  for (const r of results.values()) lines.push(`  ${r.key.padEnd(20)} ${r.label}`);
 
   // 2: TCP 4 streams
   if (opt.p4) {
@@ -635,6 +669,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         fullvr: medianOf(at1gOverlay.map((s) => maxOf(s, 'fullvr_a', 'fullvr_b'))),
         ...cpuMedianOf(at1gOverlay),
         achieved_mbps: medTcp(at1g, 'overlay'),
+        rtt_loaded_us: medianOf(at1gOverlay.map((s) => s.rttLoadedUs)),
         retransmits: at1gOverlay.map((s) => s.retransmits),
         samples_mbps: at1gOverlay.map((s) => round1(s.mbps)),
         cpu_samples: at1gOverlay.map((s) => s.cpu),
@@ -647,6 +682,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       ...cpuMedianOf(ss),
       achieved_mbps: medTcp(at1g, key),
       reached_1g: (medTcp(at1g, key) ?? 0) >= 950,
+      rtt_loaded_us: medianOf(ss.map((x) => x.rttLoadedUs)),
       retransmits: ss.map((s) => s.retransmits),
       samples_mbps: ss.map((s) => round1(s.mbps)),
       cpu_samples: ss.map((s) => s.cpu),
@@ -655,16 +691,18 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   if (opt.at1g) {
     lines.push('');
     lines.push(
-      `CPU at a paced ${PACED_RATE}bit/s TCP load: iperf3 -b ${PACED_RATE} -P 1 -t ${opt.seconds}; utime+stime of each process, % of one core, median of ${opt.rounds} alternating rounds`,
+      `CPU at a paced ${PACED_RATE}bit/s TCP load: iperf3 -b ${PACED_RATE} -P 1 -t ${opt.seconds}; utime+stime of each process, % of one core; ping: median RTT during the load (-i 0.05); median of ${opt.rounds} alternating rounds`,
     );
     lines.push('');
     const rows: string[][] = [];
-    for (const key of ['overlay', 'openvpn', 'tinc']) {
+    for (const key of AT1G_KEYS) {
+      if (!at1g.has(key)) continue;
       const ss = at1g.get(key)?.samples ?? [];
       const c = cpuMedianOf(ss);
       rows.push([
         key,
         medTcp(at1g, key)?.toFixed(1) ?? 'FAILED',
+        medianOf(ss.map((x) => x.rttLoadedUs))?.toFixed(0) ?? '-',
         c
           ? Object.entries(c)
               .filter(([k]) => !k.startsWith('machine'))
@@ -675,7 +713,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         c?.machine_softirq?.toFixed(1) ?? '-',
       ]);
     }
-    lines.push(...table(['path', 'achieved Mbit/s', 'CPU % per process', 'machine %', 'softirq %'], rows, [1, 3, 4]));
+    lines.push(...table(['path', 'achieved Mbit/s', 'ping µs', 'CPU % per process', 'machine %', 'softirq %'], rows, [1, 2, 4, 5]));
     if (at1gOverlay.length) lines.push(`  overlay: tinyvr = max(tinyvr_a, tinyvr_b) = ${cpuAt1g.tinyvr ?? '-'} %, fullvr = max(fullvr_a, fullvr_b) = ${cpuAt1g.fullvr ?? '-'} %`);
   }
 
@@ -774,11 +812,15 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     cpu_pct_at_1g: opt.at1g ? cpuAt1g : null,
     cpu_pct_at_1g_openvpn: opt.at1g ? refAt1g('openvpn') : null,
     cpu_pct_at_1g_tinc: opt.at1g ? refAt1g('tinc') : null,
+    cpu_pct_at_1g_unmoderated: opt.at1g ? refAt1g('overlay-unmoderated') : null,
+    moderation_us: opt.moderation ?? 'default',
+    rtt_loaded_us: opt.at1g ? Object.fromEntries(AT1G_KEYS.filter((k) => at1g.has(k)).map((k) => [k.replace(/-/g, '_'), medianOf((at1g.get(k)?.samples ?? []).map((x) => x.rttLoadedUs))])) : null,
     rtt_us: {
       overlay: rttOverlay,
       kernel: rttKernel,
       openvpn: results.get('openvpn')?.rttUs ?? null,
       tinc: results.get('tinc')?.rttUs ?? null,
+      overlay_unmoderated: results.get('overlay-unmoderated')?.rttUs ?? null,
     },
     rtt_added_us: rttAdded,
     targets,
@@ -816,7 +858,7 @@ async function main(): Promise<number> {
   const loadStart = sh('cat', ['/proc/loadavg']);
 
   // Bound the whole run: setup, every sample, RTTs, the join part and teardown.
-  const nSamples = 3 + opt.modes.length + (opt.p4 ? 4 : 0) + (opt.udp ? 4 : 0) + (opt.at1g ? 3 : 0);
+  const nSamples = 3 + variantsOf(opt).length + (opt.p4 ? 4 : 0) + (opt.udp ? 4 : 0) + (opt.at1g ? 4 : 0);
   const tcpLimitMs = opt.only === 'join' ? 0 : 300_000 + opt.rounds * nSamples * (opt.seconds + 30) * 1000;
   const joinLimitMs = opt.only === 'tcp' ? 0 : 600_000 + opt.seconds * 1000;
   const limitMs = tcpLimitMs + joinLimitMs;

@@ -78,6 +78,8 @@ export interface OverlayOptions {
   placement?: Record<string, [string, string]>;
   /** limited site -> its queue-VR's site (the limited FullVR sits behind NAT: lab fullvrBehindNat). */
   limited?: Record<string, string>;
+  /** Wake-up moderation of every FullVR (and of TinyVRs the bench starts); default: the routers' own. */
+  moderationMicros?: number;
 }
 
 export class Overlay {
@@ -121,6 +123,7 @@ export class Overlay {
       control: FULLVR_CONTROL,
       tun: { name: 'tvfvr0' },
       keepaliveSeconds: 2,
+      ...(this.opts.moderationMicros !== undefined ? { moderationMicros: this.opts.moderationMicros } : {}),
       peers: [...this.fullvrs.values()]
         .filter((p) => p !== f)
         .map((p) =>

@@ -108,6 +108,7 @@ describe('FullVR config: valid files', () => {
     expect(cfg.listen).toBe('0.0.0.0:4789');
     expect(cfg.pathMtu).toBe(1500);
     expect(cfg.keepaliveSeconds).toBe(10);
+    expect(cfg.moderationMicros).toBe(500);
     expect(cfg.control).toBeUndefined();
     expect(cfg.privateKey).toBe(PRIV);
     expect(cfg.networks[0].mode).toBe('physical');
@@ -208,6 +209,7 @@ describe('FullVR config: each error is one line naming file and field', () => {
       'fullvr.yaml: tokens[1].network: network 2 has no site served by this VR (id 1)',
     ],
     ['keepalive too long', (c) => (c.keepaliveSeconds = 30), 'fullvr.yaml: keepaliveSeconds: must be <= 25 (got 30)'],
+    ['moderation too short', (c) => (c.moderationMicros = 5), 'fullvr.yaml: moderationMicros: must be 0 (off) or 10..100000 microseconds'],
     ['pathMtu too small', (c) => (c.pathMtu = 500), 'fullvr.yaml: pathMtu: must be >= 576 (got 500)'],
     [
       'pathMtu too small for IPv6',
@@ -285,6 +287,7 @@ describe('TinyVR config', () => {
       tun: { name: 'tvn0' },
       keepaliveSeconds: 10,
       joinTimeoutSeconds: 15,
+      moderationMicros: 500,
       statusFile: '/run/tinyvine/status.json',
     });
     expect(parseTinyvrConfig({ ...baseTinyvr(), fullvr: '[2001:db8::1]:4789', tun: { name: 'ovl0' } }, 'x').tun.name).toBe('ovl0');
@@ -298,6 +301,8 @@ describe('TinyVR config', () => {
 
   const cases: Array<[string, (c: Obj) => void, string]> = [
     ['keepalive above 25', (c) => (c.keepaliveSeconds = 26), 'tinyvr.yaml: keepaliveSeconds: must be <= 25 (got 26)'],
+    ['moderation too long', (c) => (c.moderationMicros = 200000), 'tinyvr.yaml: moderationMicros: must be 0 (off) or 10..100000 microseconds'],
+    ['moderation not whole', (c) => (c.moderationMicros = 2.5), 'tinyvr.yaml: moderationMicros: expected an integer, got 2.5'],
     ['missing key', (c) => delete c.fullvrKey, 'tinyvr.yaml: fullvrKey: is required'],
     ['bad key', (c) => (c.fullvrKey = 'nope'), 'tinyvr.yaml: fullvrKey: must be a 32-byte key in base64'],
     ['bad endpoint', (c) => (c.fullvr = '[2001:db8::1]4789'), 'tinyvr.yaml: fullvr: "[2001:db8::1]4789" is not a valid endpoint'],
