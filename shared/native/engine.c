@@ -1042,17 +1042,24 @@ static napi_value Engine_deleteSession(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-static napi_value Engine_sessionInfo(napi_env env, napi_callback_info info) {
+/* The engine of a method taking one int32 argument, and that argument; NULL (a JS
+ * exception pending) if either is missing or wrong. */
+static tv_engine *engine_and_i32(napi_env env, napi_callback_info info, const char *usage, const char *name, int32_t *out) {
   size_t argc = 1;
   napi_value argv[1];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  int32_t index;
   if (argc < 1) {
-    napi_throw_type_error(env, NULL, "sessionInfo(index)");
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  if (!arg_i32(env, argv[0], "index", &index)) return NULL;
+  return arg_i32(env, argv[0], name, out) ? e : NULL;
+}
+
+static napi_value Engine_sessionInfo(napi_env env, napi_callback_info info) {
+  int32_t index;
+  tv_engine *e = engine_and_i32(env, info, "sessionInfo(index)", "index", &index);
+  if (!e) return NULL;
   tv_session *s = tv_session_get(&e->sessions, index);
   napi_value obj, host;
   if (!s) {
@@ -2152,16 +2159,9 @@ static napi_value Engine_onTunReadable(napi_env env, napi_callback_info info) {
 /* setModeration(us): 0 turns wake-up moderation off; 10..100000 µs turns it on (see
  * tv_moderator). Takes effect from the next wake-up. */
 static napi_value Engine_setModeration(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  tv_engine *e = unwrap_this(env, info, &argc, argv);
-  if (!e) return NULL;
   int32_t us;
-  if (argc < 1) {
-    napi_throw_type_error(env, NULL, "setModeration(us): 1 argument expected");
-    return NULL;
-  }
-  if (!arg_i32(env, argv[0], "us", &us)) return NULL;
+  tv_engine *e = engine_and_i32(env, info, "setModeration(us): 1 argument expected", "us", &us);
+  if (!e) return NULL;
   if (us != 0 && (us < 10 || us > 100000)) {
     napi_throw_range_error(env, NULL, "moderation must be 0 (off) or 10..100000 µs");
     return NULL;
