@@ -123,7 +123,7 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
     expect(cached).toBeGreaterThan(rxd / 2);
   }, 90_000);
 
-  it('a bulk stream is drained by wake-up moderation; an idle ping afterwards is not moderated', async () => {
+  it('a bulk stream is drained by wake-up moderation without loss; an idle ping afterwards is not moderated', async () => {
     const routers = async () => ({
       a1: (await ov.tinyvrStatus('a1')).engine,
       fa: (await ov.fullvrStatus('a')).engine,
@@ -136,7 +136,9 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
     // 600 Mbit/s of 1400-byte datagrams = ~54,000 packets/s: inside the moderated band
     const srv = lab.spawn('b1', ['iperf3', '-s', '-1', '--forceflush', '-B', '10.2.0.11']);
     await srv.waitForLog(/Server listening/, 5000);
-    const r = await lab.exec('a1', ['iperf3', '-c', '10.2.0.11', '-u', '-b', '600M', '-l', '1400', '-t', '2', '-J'], { timeoutMs: 20_000 });
+    // -w 4M: with the default 212 KB the receiving iperf3's own socket overflows (RcvbufErrors
+    // in b1, a few %, moderated or not); what is left is the overlay's loss.
+    const r = await lab.exec('a1', ['iperf3', '-c', '10.2.0.11', '-u', '-b', '600M', '-l', '1400', '-w', '4M', '-t', '2', '-J'], { timeoutMs: 20_000 });
     await srv.exited;
     const u = JSON.parse(r.stdout);
     const rx = u.end.sum_received ?? u.end.sum;
@@ -144,9 +146,9 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
     const t = ticks(before, loaded);
     console.log(`UDP 600M: ${rx.packets} packets, ${rx.lost_packets} lost; moderation ticks ${JSON.stringify(t)}`);
     expect(rx.packets).toBeGreaterThan(50_000);
-    // Unpaced UDP at this rate loses a few % in this lab with or without moderation (measured
-    // 1.8-8 % either way, 400-600 Mbit/s); the bound catches a drained fd that stops being read.
-    expect(rx.lost_packets / rx.packets).toBeLessThan(0.15);
+    // Measured 0-0.23 % with and without moderation (TUN queue drops at a1 when the TinyVR is
+    // late); the bound leaves room for CI's parallel load and catches an fd left undrained.
+    expect(rx.lost_packets / rx.packets).toBeLessThan(0.03);
     expect(t.a1).toBeGreaterThan(0); // the sending TinyVR drained its TUN from the timer
     expect(t.fa).toBeGreaterThan(0);
     // Idle again: each ping is handled on its own wake-up, with no moderation tick.
