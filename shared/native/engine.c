@@ -491,24 +491,25 @@ static void poller_after(tv_poller *p, uint64_t before, int from_idle) {
   p->idling = want;
 }
 
+/* Runs the poller once, as on a wake-up (from the idle handle: from_idle). May release p. */
+static void poller_wake(tv_poller *p, int from_idle) {
+  uint64_t before = p->progress(p->ctx);
+  poller_dispatch(p);
+  poller_after(p, before, from_idle);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   (void)status; /* on error libuv has stopped the handle; still let JS drain the fd once */
   (void)events;
   tv_poller *p = (tv_poller *)h->data;
   tv_engine *e = p->ctx;
   (*p->wakeups)++;
-  uint64_t before = p->progress(p->ctx), units = engine_units(e);
-  poller_dispatch(p);
-  poller_after(p, before, 0); /* may release p */
+  uint64_t units = engine_units(e);
+  poller_wake(p, 0);
   mod_after_wake(e, engine_units(e) - units);
 }
 
-static void on_idle(uv_idle_t *h) {
-  tv_poller *p = (tv_poller *)h->data;
-  uint64_t before = p->progress(p->ctx);
-  poller_dispatch(p);
-  poller_after(p, before, 1);
-}
+static void on_idle(uv_idle_t *h) { poller_wake((tv_poller *)h->data, 1); }
 
 /* ---------- wake-up moderation ----------
  * On a VM, a process woken from epoll costs tens of µs (scheduler plus the hypervisor's
@@ -595,14 +596,6 @@ static void mod_after_wake(tv_engine *e, uint64_t got) {
   mod_set_polls(e, 0);
 }
 
-/* Runs one poller as a wake-up would (it may be released inside: callers re-read it). */
-static void poller_run_once(tv_poller *p) {
-  if (!p || p->dead) return;
-  uint64_t before = p->progress(p->ctx);
-  poller_dispatch(p);
-  poller_after(p, before, 0);
-}
-
 static void on_mod_timer(uv_poll_t *h, int status, int events) {
   (void)status;
   (void)events;
@@ -612,8 +605,9 @@ static void on_mod_timer(uv_poll_t *h, int status, int events) {
   tv_engine *e = m->e;
   if (!e || e->closed || !m->active) return;
   e->st[ST_MOD_TICKS]++;
-  poller_run_once(e->udp_poll);
-  if (m->e && !e->closed) poller_run_once(e->tun_poll); /* JS may have closed the engine */
+  /* each may be released inside, and JS may close the engine: re-read before each */
+  if (e->udp_poll && !e->udp_poll->dead) poller_wake(e->udp_poll, 0);
+  if (m->e && !e->closed && e->tun_poll && !e->tun_poll->dead) poller_wake(e->tun_poll, 0);
   if (!m->e || e->closed) return;
   mod_measure(m, e, mono_ns());
   if (m->rate < TV_MOD_MIN_RATE || m->rate > TV_MOD_MAX_RATE) mod_leave(m);
@@ -652,11 +646,14 @@ static uint64_t tun_progress(void *ctx) { return ((tv_engine *)ctx)->st[ST_TUN_R
  * owns the pump from here on, also on error. */
 static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd, napi_value cb, const char *what,
                              tv_pump *pump) {
+  napi_ref ref = NULL;
+  tv_poller *p = NULL;
+  uv_loop_t *loop;
+  char msg[128];
   napi_valuetype t;
   if (napi_typeof(env, cb, &t) != napi_ok) {
-    pump_free(env, pump);
     throw_napi(env, "napi_typeof");
-    return NULL;
+    goto fail;
   }
   int nullish = t == napi_undefined || t == napi_null;
   if (!pump && nullish) {
@@ -664,23 +661,18 @@ static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd,
     return undefined(env);
   }
   if (t != napi_function && !nullish) {
-    pump_free(env, pump);
     napi_throw_type_error(env, NULL, "callback must be a function");
-    return NULL;
+    goto fail;
   }
   if (e->closed || fd < 0) {
-    pump_free(env, pump);
-    char msg[64];
     if (e->closed) snprintf(msg, sizeof msg, "PacketEngine is closed");
     else snprintf(msg, sizeof msg, "PacketEngine has no %s fd", what);
     napi_throw_error(env, NULL, msg);
-    return NULL;
+    goto fail;
   }
-  napi_ref ref = NULL;
   if (!nullish && napi_create_reference(env, cb, 1, &ref) != napi_ok) {
-    pump_free(env, pump);
     throw_napi(env, "napi_create_reference");
-    return NULL;
+    goto fail;
   }
   if (*pp) { /* just swap the callback and the pump */
     if ((*pp)->cb) napi_delete_reference(env, (*pp)->cb);
@@ -689,32 +681,24 @@ static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd,
     (*pp)->pump = pump;
     return undefined(env);
   }
-  uv_loop_t *loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
-    if (ref) napi_delete_reference(env, ref);
-    pump_free(env, pump);
     throw_napi(env, "napi_get_uv_event_loop");
-    return NULL;
+    goto fail;
   }
-  tv_poller *p = calloc(1, sizeof *p);
-  if (!p) {
-    if (ref) napi_delete_reference(env, ref);
-    pump_free(env, pump);
-    return throw_sys(env, "poller", ENOMEM);
+  if (!(p = calloc(1, sizeof *p))) {
+    throw_sys(env, "poller", ENOMEM);
+    goto fail;
   }
+  int r = uv_poll_init(loop, &p->handle, fd);
+  if (r != 0) {
+    snprintf(msg, sizeof msg, "uv_poll_init(%s): %s", what, uv_strerror(r));
+    napi_throw_error(env, uv_err_name(r), msg);
+    goto fail;
+  }
+  /* from here on the poller owns ref and pump (poller_release frees them) */
   p->env = env;
   p->cb = ref;
   p->pump = pump;
-  int r = uv_poll_init(loop, &p->handle, fd);
-  if (r != 0) {
-    if (ref) napi_delete_reference(env, ref);
-    pump_free(env, pump);
-    free(p);
-    char msg[128];
-    snprintf(msg, sizeof msg, "uv_poll_init(%s): %s", what, uv_strerror(r));
-    napi_throw_error(env, uv_err_name(r), msg);
-    return NULL;
-  }
   p->handle.data = p;
   uv_idle_init(loop, &p->idle); /* cannot fail */
   p->idle.data = p;
@@ -735,13 +719,17 @@ static napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd,
   r = uv_poll_start(&p->handle, UV_READABLE, on_poll);
   if (r != 0) {
     poller_release(p);
-    char msg[128];
     snprintf(msg, sizeof msg, "uv_poll_start(%s): %s", what, uv_strerror(r));
     napi_throw_error(env, uv_err_name(r), msg);
     return NULL;
   }
   *pp = p;
   return undefined(env);
+fail: /* nothing started yet: the pump and the reference are ours to free */
+  if (ref) napi_delete_reference(env, ref);
+  pump_free(env, pump);
+  free(p);
+  return NULL;
 }
 
 /* ---------- engine lifecycle ---------- */
@@ -1153,6 +1141,24 @@ static int batch_cap(size_t buf_len, size_t meta_count, size_t addr_len) {
   return (int)cap;
 }
 
+/* A batch passed as its arrays: buf, meta and, with_addr, addr (argv[0..2]) -> the arrays
+ * and the slots they hold in common; false with a JS exception pending. */
+typedef struct {
+  uint8_t *buf, *addr;
+  int32_t *meta;
+  int cap;
+} tv_batch_arg;
+
+static bool arg_batch(napi_env env, napi_value *argv, int with_addr, tv_batch_arg *b) {
+  void *buf, *meta, *addr = NULL;
+  size_t bl, mc, al = (size_t)-1;
+  if (!arg_typed(env, argv[0], napi_uint8_array, "buf", &buf, &bl) || !arg_typed(env, argv[1], napi_int32_array, "meta", &meta, &mc) ||
+      (with_addr && !arg_typed(env, argv[2], napi_uint8_array, "addr", &addr, &al)))
+    return false;
+  b->buf = buf, b->meta = meta, b->addr = addr, b->cap = batch_cap(bl, mc, al);
+  return true;
+}
+
 /* Fills slot meta/addr for one received datagram at d (slot + HEADROOM - HEADER_LEN). */
 static void rx_datagram(tv_engine *e, uint8_t *d, size_t len, int truncated, const struct sockaddr_storage *from,
                         int32_t *m, uint8_t *a, double now) {
@@ -1425,14 +1431,9 @@ static napi_value Engine_udpRecv(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  void *buf, *meta, *addr;
-  size_t bl, mc, al;
-  if (argc < 3 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &buf, &bl) ||
-      !arg_typed(env, argv[1], napi_int32_array, "meta", &meta, &mc) ||
-      !arg_typed(env, argv[2], napi_uint8_array, "addr", &addr, &al))
-    return NULL;
-  int cap = batch_cap(bl, mc, al);
-  return make_i32(env, udp_read(e, buf, meta, addr, cap));
+  tv_batch_arg b;
+  if (argc < 3 || !arg_batch(env, argv, 1, &b)) return NULL;
+  return make_i32(env, udp_read(e, b.buf, b.meta, b.addr, b.cap));
 }
 
 static int32_t *tun_slot_meta(tv_engine *e, int32_t *meta, int n, size_t len) {
@@ -1547,14 +1548,10 @@ static napi_value Engine_tunRead(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  void *bufv, *metav;
-  size_t bl, mc;
-  if (argc < 2 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
-      !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc))
-    return NULL;
+  tv_batch_arg b;
+  if (argc < 2 || !arg_batch(env, argv, 0, &b)) return NULL;
   if (e->closed) return make_i32(env, 0);
-  int cap = batch_cap(bl, mc, (size_t)-1);
-  return make_i32(env, tun_read(e, bufv, metav, cap));
+  return make_i32(env, tun_read(e, b.buf, b.meta, b.cap));
 }
 
 /* ---------- send ---------- */
@@ -1669,13 +1666,10 @@ static napi_value Engine_forward(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  void *bufv, *metav;
-  size_t bl, mc;
+  tv_batch_arg b;
   int32_t n;
-  if (argc < 3 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
-      !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc) || !arg_i32(env, argv[2], "n", &n))
-    return NULL;
-  forward_batch(e, bufv, metav, n, batch_cap(bl, mc, (size_t)-1));
+  if (argc < 3 || !arg_batch(env, argv, 0, &b) || !arg_i32(env, argv[2], "n", &n)) return NULL;
+  forward_batch(e, b.buf, b.meta, n, b.cap);
   return undefined(env);
 }
 
@@ -1800,6 +1794,17 @@ static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, in
   return n;
 }
 
+/* Up to TV_PUMP_BATCHES TUN batches (the other fd gets its turn) -> packets read. */
+static int tun_pump(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet) {
+  int total = 0;
+  for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
+    int n = tun_pump_batch(e, buf, meta, cap, session, outnet);
+    total += n;
+    if (n < cap) break;
+  }
+  return total;
+}
+
 static int addr_in(const uint8_t *a, const uint8_t *list, uint32_t count, size_t width) {
   for (uint32_t i = 0; i < count; i++)
     if (memcmp(a, list + (size_t)i * width, width) == 0) return 1;
@@ -1838,20 +1843,12 @@ static napi_value Engine_tunPumpTo(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  void *bufv, *metav;
-  size_t bl, mc;
+  tv_batch_arg b;
   int32_t session, outnet;
-  if (argc < 4 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
-      !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc) || !arg_i32(env, argv[2], "session", &session) ||
+  if (argc < 4 || !arg_batch(env, argv, 0, &b) || !arg_i32(env, argv[2], "session", &session) ||
       !arg_i32(env, argv[3], "outnet", &outnet))
     return NULL;
-  int cap = batch_cap(bl, mc, (size_t)-1), total = 0;
-  for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
-    int n = tun_pump_batch(e, bufv, metav, cap, session, outnet);
-    total += n;
-    if (n < cap) break;
-  }
-  return make_i32(env, total);
+  return make_i32(env, tun_pump(e, b.buf, b.meta, b.cap, session, outnet));
 }
 
 static int own_lists_fit(napi_env env, size_t l4, uint32_t n4, size_t l6, uint32_t n6) {
@@ -1869,25 +1866,21 @@ static napi_value Engine_udpPumpLocal(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  void *bufv, *metav, *addrv, *o4, *o6;
-  size_t bl, mc, al, l4, l6;
+  tv_batch_arg b;
+  void *o4, *o6;
+  size_t l4, l6;
   uint32_t n4, n6;
-  if (argc < 7 || !arg_typed(env, argv[0], napi_uint8_array, "buf", &bufv, &bl) ||
-      !arg_typed(env, argv[1], napi_int32_array, "meta", &metav, &mc) ||
-      !arg_typed(env, argv[2], napi_uint8_array, "addr", &addrv, &al) ||
-      !arg_typed(env, argv[3], napi_uint8_array, "own4", &o4, &l4) || !arg_u32(env, argv[4], "n4", &n4) ||
-      !arg_typed(env, argv[5], napi_uint8_array, "own6", &o6, &l6) || !arg_u32(env, argv[6], "n6", &n6) ||
-      !own_lists_fit(env, l4, n4, l6, n6))
+  if (argc < 7 || !arg_batch(env, argv, 1, &b) || !arg_typed(env, argv[3], napi_uint8_array, "own4", &o4, &l4) ||
+      !arg_u32(env, argv[4], "n4", &n4) || !arg_typed(env, argv[5], napi_uint8_array, "own6", &o6, &l6) ||
+      !arg_u32(env, argv[6], "n6", &n6) || !own_lists_fit(env, l4, n4, l6, n6))
     return NULL;
-  int cap = batch_cap(bl, mc, al), r = 0;
+  int r = 0;
   for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
-    r = udp_pump_batch(e, bufv, metav, addrv, cap, o4, n4, o6, n6);
-    if ((r & TV_PUMP_CONTROL) || r < cap) break;
+    r = udp_pump_batch(e, b.buf, b.meta, b.addr, b.cap, o4, n4, o6, n6);
+    if ((r & TV_PUMP_CONTROL) || r < b.cap) break;
   }
   return make_i32(env, r);
 }
-
-/* ---------- native pumps: the fused pumps run from the poll callback ---------- */
 
 /* ---------- the FullVR's cached routing (see verdict-cache.h) ---------- */
 
@@ -1971,22 +1964,21 @@ static void pump_run(tv_poller *p) {
     }
     return;
   }
+  int32_t *cfg = q->cfg;
+  if (!q->udp) {
+    tun_pump(e, q->buf, q->meta, q->cap, cfg[0], cfg[1]); /* no JS runs in between: cfg holds */
+    return;
+  }
   for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
-    int32_t *cfg = q->cfg;
-    int r;
-    if (!q->udp) {
-      r = tun_pump_batch(e, q->buf, q->meta, q->cap, cfg[0], cfg[1]);
-    } else {
-      /* counts are re-checked here: JS may have written anything into cfg */
-      uint32_t n4 = cfg[2] < 0 ? 0 : (uint32_t)cfg[2], n6 = cfg[3] < 0 ? 0 : (uint32_t)cfg[3];
-      if ((size_t)n4 * 4 > q->l4) n4 = (uint32_t)(q->l4 / 4);
-      if ((size_t)n6 * 16 > q->l6) n6 = (uint32_t)(q->l6 / 16);
-      r = udp_pump_batch(e, q->buf, q->meta, q->addr, q->cap, q->own4, n4, q->own6, n6);
-      if (r & TV_PUMP_CONTROL) {
-        r &= 0xffff;
-        poller_invoke(p, r); /* JS handles the CONTROL slots before the batch is reused */
-        if (p->dead || p->pump != q) return; /* JS stopped or replaced the pump: q may be gone */
-      }
+    /* counts are re-checked on every batch: the JS callback may have written anything into cfg */
+    uint32_t n4 = cfg[2] < 0 ? 0 : (uint32_t)cfg[2], n6 = cfg[3] < 0 ? 0 : (uint32_t)cfg[3];
+    if ((size_t)n4 * 4 > q->l4) n4 = (uint32_t)(q->l4 / 4);
+    if ((size_t)n6 * 16 > q->l6) n6 = (uint32_t)(q->l6 / 16);
+    int r = udp_pump_batch(e, q->buf, q->meta, q->addr, q->cap, q->own4, n4, q->own6, n6);
+    if (r & TV_PUMP_CONTROL) {
+      r &= 0xffff;
+      poller_invoke(p, r); /* JS handles the CONTROL slots before the batch is reused */
+      if (p->dead || p->pump != q) return; /* JS stopped or replaced the pump: q may be gone */
     }
     if (r < q->cap) break;
   }
