@@ -95,6 +95,12 @@ export const FullvrConfigSchema = z.strictObject({
   keepaliveSeconds: zKeepalive.default(10),
   // wake-up moderation, microseconds (0: off): see the TinyVR's moderationMicros
   moderationMicros: zModerationMicros.default(DEFAULT_MODERATION_US),
+  // shortcuts: offer each member a direct session to every peer (with an endpoint) that serves
+  // other sites of its network, and admit such sessions from peers' members. Traffic between
+  // two sites then crosses one FullVR (the receiving site's) instead of two; a member that
+  // cannot reach the peer keeps sending through this FullVR. false: all traffic of our members
+  // goes through us, and peers' members are refused (they fall back to their own FullVR).
+  shortcuts: z.boolean().default(true),
   // the download server ("ViNe Authority") this FullVR trusts and reports to
   authority: z
     .strictObject({

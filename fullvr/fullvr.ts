@@ -26,12 +26,14 @@ import { startStatusServer } from '../shared/status-server.js';
 import { UserError } from '../shared/user-error.js';
 import { MsgType, decodeError, encodeError } from '../shared/wire.js';
 import { authModeOf, strongestMode, tunMtu } from '../shared/auth-mode.js';
-import type { FullvrConfig } from './config.js';
+import type { FullvrConfig, FullvrNetworkConfig } from './config.js';
+import { SHORTCUT_KEEPALIVE_MS, SHORTCUT_SILENCE_MS, type ShortcutOffer } from '../shared/shortcut-offer.js';
 import { FullvrDatapath, SessionKind } from './datapath.js';
 import { Members } from './members.js';
 import { Peers } from './peers.js';
 import { FullvrTokens, type TokenVerifier } from './tokens.js';
 import { MemberTickets } from './tickets.js';
+import { ShortcutTickets } from './shortcut-tickets.js';
 import { startHeartbeats, type HeartbeatBody } from './heartbeat.js';
 import { startTcpAcceptor, startTcpConnector } from './tcp-fallback.js';
 import { PeerControl } from './peer-control.js';
@@ -65,7 +67,7 @@ export class FullVR {
   private guard = new InitReplayGuard();
   private errorBudget = 100;
   private refusals: Record<string, number> = {};
-  private counters = { ctrl_rejected: 0, host_routes: 0, tables_applied: 0, tables_rejected: 0, joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
+  private counters = { ctrl_rejected: 0, host_routes: 0, tables_applied: 0, tables_rejected: 0, joins: 0, shortcut_joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
   private readonly mtu: number;
   private peerMode: AuthMode;
   private readonly networks = new Map<number, FullvrConfig['networks'][number]>();
@@ -78,6 +80,7 @@ export class FullVR {
   private control: PeerControl;
   /** Members that failed over to another FullVR: network -> address -> serving VR (host routes). */
   private hostRoutes = new Map<number, Map<string, number>>();
+  private readonly shortcuts: ShortcutTickets;
   private started = false;
 
   constructor(
@@ -108,7 +111,13 @@ export class FullVR {
         servedNetworks: new Set(cfg.networks.map((n) => n.id)),
         stateDir: cfg.stateDir,
       });
-    this.members = new Members(cfg.id, networks, this.tables, this.tokens, this.mtu, new MemberTickets(cfg.privateKey, cfg.id));
+    // Peer keys are looked up in the current config: authority tables may replace the peers.
+    this.shortcuts = new ShortcutTickets(this.staticKey, cfg.id, (id) => {
+      const p = this.cfg.peers.find((x) => x.id === id);
+      return p ? loadPublicKey(p.publicKey) : undefined;
+    });
+    const shortcuts = cfg.shortcuts ? this.shortcuts : null;
+    this.members = new Members(cfg.id, networks, this.tables, this.tokens, this.mtu, new MemberTickets(cfg.privateKey, cfg.id), shortcuts);
     // One session per peer carries every network, so it uses the strongest mode any of them asks for.
     this.peerMode = strongestMode(cfg.networks.map((n) => authModeOf(n.auth)));
   }
@@ -186,6 +195,8 @@ export class FullVR {
     const ka = this.cfg.keepaliveSeconds * 1000;
     this.timers.push(setInterval(() => this.peers.tick(), ka));
     this.timers.push(setInterval(() => this.expireMembers(), Math.min(ka, 10_000)));
+    // A shortcut member that went silent must stop attracting its site's replies at once.
+    this.timers.push(setInterval(() => this.expireMembers(true), SHORTCUT_KEEPALIVE_MS));
     this.timers.push(setInterval(() => (this.errorBudget = 100), 1000));
     if (this.cfg.authority?.managed && this.cfg.authority.url) {
       const pub = loadVerifyKey(this.cfg.authority.publicKey);
@@ -364,10 +375,12 @@ export class FullVR {
     }
     const index = this.indices.allocate();
     const net = this.cfg.networks.find((n) => n.id === adm.answer.network)!;
+    const home = net.sites.some((s) => s.vr === this.cfg.id && safeContains(s.subnet, adm.answer.address));
+    const offers = home && !adm.shortcut ? this.shortcutOffers(net, adm.answer.addresses) : [];
     const r = init.respond({
       index,
       senderId: this.cfg.id,
-      payload: { ...adm.answer, memberId: index, keepaliveSeconds: this.cfg.keepaliveSeconds, auth: net.auth },
+      payload: { ...adm.answer, memberId: index, keepaliveSeconds: this.cfg.keepaliveSeconds, auth: net.auth, ...(offers.length ? { shortcuts: offers } : {}) },
     });
     // Install the session before answering so the member's first packet is accepted.
     this.engine.setSession(index, {
@@ -381,22 +394,40 @@ export class FullVR {
     });
     this.datapath.setSessionKind(index, SessionKind.MEMBER);
     this.datapath.setSessionNetwork(index, net.id);
-    const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`, adm.grant);
+    const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`, adm.grant, adm.shortcut);
     if (replaced !== null) this.dropMemberSession(replaced);
     this.engine.sendRaw(host, port, r.message);
-    this.counters.joins++;
+    if (adm.shortcut) this.counters.shortcut_joins++;
+    else this.counters.joins++;
     // A member from another site's subnet failed over to us: tell every peer to send its
-    // traffic here from now on (a host route beats the site's subnet in the GNDT).
-    if (!net.sites.some((s) => s.vr === this.cfg.id && safeContains(s.subnet, adm.answer.address))) {
+    // traffic here from now on (a host route beats the site's subnet in the GNDT). A
+    // shortcut member is not announced: it stays its own FullVR's member for everyone else.
+    if (!home && !adm.shortcut) {
       for (const a of adm.answer.addresses) this.announceHost(net.id, a);
     }
-    log.info('member joined', {
+    log.info(adm.shortcut ? 'shortcut member joined' : 'member joined', {
       address: adm.answer.address,
       network: net.id,
       endpoint: `${host}:${port}`,
       session: index,
       rejoin: replaced !== null || undefined,
     });
+  }
+
+  /**
+   * Shortcuts for a member of `net`: every peer with an endpoint that serves sites of the
+   * network, with a ticket vouching for the member's addresses. None when shortcuts are off.
+   */
+  private shortcutOffers(net: FullvrNetworkConfig, addrs: string[]): ShortcutOffer[] {
+    if (!this.cfg.shortcuts) return [];
+    const offers: ShortcutOffer[] = [];
+    for (const p of this.cfg.peers) {
+      const routes = net.sites.filter((s) => s.vr === p.id).map((s) => s.subnet);
+      if (p.limited || !p.endpoint || !routes.length) continue;
+      const ticket = this.shortcuts.issue(p.id, net.id, addrs);
+      if (ticket) offers.push({ vr: p.id, endpoint: p.endpoint, publicKey: p.publicKey, routes, ticket });
+    }
+    return offers;
   }
 
   private announceHost(network: number, address: string): void {
@@ -433,10 +464,12 @@ export class FullVR {
     this.indices.release(index);
   }
 
-  private expireMembers(): void {
+  private expireMembers(shortcutsOnly = false): void {
     const now = monotonicMs();
-    const limit = Math.max(120_000, 6 * this.cfg.keepaliveSeconds * 1000);
+    const memberLimit = Math.max(120_000, 6 * this.cfg.keepaliveSeconds * 1000);
     for (const m of this.members.list()) {
+      if (shortcutsOnly && !m.shortcut) continue;
+      const limit = m.shortcut ? SHORTCUT_SILENCE_MS + SHORTCUT_KEEPALIVE_MS : memberLimit;
       const info = this.engine.sessionInfo(m.session);
       const last = Math.max(info?.lastRxMs ?? 0, now - (Date.now() - m.joinedAt));
       if (now - last > limit) {
@@ -539,11 +572,15 @@ export class FullVR {
   heartbeat(): HeartbeatBody {
     const peers = this.peers?.metrics() ?? [];
     return {
-      members: this.members.size,
+      // Shortcut members stay their own FullVR's members: not reported here, but they are load.
+      members: this.members.list().filter((m) => !m.shortcut).length,
       load: this.members.size,
       peersUp: peers.filter((p) => p.up).length,
       peers,
-      memberList: this.members.list().map((m) => ({ network: m.network, address: m.address })),
+      memberList: this.members
+        .list()
+        .filter((m) => !m.shortcut)
+        .map((m) => ({ network: m.network, address: m.address })),
     };
   }
 

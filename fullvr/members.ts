@@ -6,6 +6,7 @@ import type { RoutingTables } from '../shared/routing-tables.js';
 import type { FullvrConfig } from './config.js';
 import type { TokenGrant, TokenVerifier } from './tokens.js';
 import type { MemberTickets } from './tickets.js';
+import type { ShortcutTickets } from './shortcut-tickets.js';
 
 type NetworkCfg = FullvrConfig['networks'][number];
 
@@ -19,6 +20,8 @@ export interface Member {
   physical: string;
   endpoint: string;
   joinedAt: number;
+  /** Another FullVR's member with a direct session here (a shortcut): never announced, never offered shortcuts. */
+  shortcut?: boolean;
 }
 
 export interface JoinRequest {
@@ -26,6 +29,8 @@ export interface JoinRequest {
   failover?: unknown;
   token?: unknown;
   ticket?: unknown;
+  /** A shortcut ticket from the member's own FullVR (a peer of ours): admits it with the addresses it names. */
+  shortcut?: unknown;
   addrs?: unknown;
   want?: unknown;
 }
@@ -58,6 +63,8 @@ export class Members {
     private tokens: TokenVerifier,
     private mtu: number,
     private tickets: MemberTickets,
+    /** null: this FullVR takes no shortcut members (config `shortcuts: false`). */
+    private shortcuts: ShortcutTickets | null = null,
   ) {}
 
   get size(): number {
@@ -76,7 +83,8 @@ export class Members {
    * Decide whether a join is admitted and with which address. Pure check: nothing is
    * recorded until commit(), so a refused join changes no state.
    */
-  admit(req: JoinRequest): { answer: JoinAnswer; physical: string; grant: TokenGrant } | { error: string; reason: string } {
+  admit(req: JoinRequest): { answer: JoinAnswer; physical: string; grant: TokenGrant; shortcut?: boolean } | { error: string; reason: string } {
+    if (req.shortcut !== undefined) return this.admitShortcut(req.shortcut);
     const addrs = Array.isArray(req.addrs) ? req.addrs.filter((a): a is string => typeof a === 'string') : [];
     // A valid ticket for one of the member's own addresses re-admits it without the token.
     const ticket = typeof req.ticket === 'string' ? this.tickets.verify(req.ticket) : null;
@@ -97,6 +105,50 @@ export class Members {
     if ('error' in r) return r;
     r.answer.ticket = this.tickets.issue(r.answer.network, r.physical);
     return { ...r, grant };
+  }
+
+  /**
+   * A peer's member opening a shortcut: the peer's ticket names its network and addresses,
+   * which must be the peer's own (a site of that network the peer serves); we must serve
+   * the network too. Its answer carries our sites of the network as `routes`: the traffic
+   * the member may send here directly.
+   */
+  private admitShortcut(ticket: unknown): { answer: JoinAnswer; physical: string; grant: TokenGrant; shortcut: boolean } | { error: string; reason: string } {
+    if (!this.shortcuts) return { error: 'this FullVR takes no shortcuts (shortcuts: false)', reason: 'shortcut_off' };
+    const claim = typeof ticket === 'string' ? this.shortcuts.verify(ticket) : { error: 'malformed shortcut ticket' };
+    if ('error' in claim) return { error: claim.error, reason: 'bad_shortcut' };
+    const net = this.networks.get(claim.net);
+    if (!net) return { error: `network ${claim.net} is not served by this FullVR`, reason: 'wrong_network' };
+    const home = net.sites.filter((s) => s.vr === claim.home);
+    const mine = net.sites.filter((s) => s.vr === this.selfId);
+    const outside = claim.addrs.find((a) => !home.some((s) => safeContains(s.subnet, a)));
+    if (outside !== undefined || !mine.length) {
+      return { error: `shortcut ticket names ${outside ?? 'a member'} outside VR ${claim.home}'s sites of network ${net.id}`, reason: 'bad_shortcut' };
+    }
+    const cur = this.byAddress.get(key(net.id, claim.addrs[0]));
+    if (cur && !cur.shortcut) {
+      // It failed over to us: its full membership here already carries everything.
+      return { error: `${claim.addrs[0]} is already a member of this FullVR`, reason: 'already_member' };
+    }
+    if (claim.addrs.some((a) => this.left.has(key(net.id, a)))) {
+      return { error: `host ${claim.addrs[0]} was removed from network ${net.id} by an operator`, reason: 'host_left' };
+    }
+    const site = home.find((s) => safeContains(s.subnet, claim.addrs[0]))!;
+    return {
+      physical: claim.addrs[0],
+      grant: { network: net.id },
+      shortcut: true,
+      answer: {
+        network: net.id,
+        networkName: net.name ?? String(net.id),
+        mode: net.mode,
+        address: claim.addrs[0],
+        addresses: claim.addrs,
+        prefixlen: net.mode === 'virtual' ? parseCidr(net.overlay!).bits : parseCidr(site.subnet).bits,
+        routes: mine.map((s) => s.subnet),
+        mtu: this.mtu,
+      },
+    };
   }
 
   private place(
@@ -146,10 +198,11 @@ export class Members {
   }
 
   /** Record an admitted member; replaces an older session of the same address. Returns the replaced session. */
-  commit(session: number, answer: JoinAnswer, physical: string, endpoint: string, grant: TokenGrant): number | null {
+  commit(session: number, answer: JoinAnswer, physical: string, endpoint: string, grant: TokenGrant, shortcut = false): number | null {
     this.tokens.consume(grant);
     const old = this.byAddress.get(key(answer.network, answer.address));
     const m: Member = { session, network: answer.network, address: answer.address, addresses: answer.addresses, physical, endpoint, joinedAt: Date.now() };
+    if (shortcut) m.shortcut = true;
     if (old) this.forget(old.session);
     for (const a of m.addresses) {
       const other = this.byAddress.get(key(m.network, a));

@@ -116,6 +116,11 @@ export function publicKeyOf(k: StaticKey): string {
   return k.publicRaw.toString('base64');
 }
 
+/** X25519 of our static key with a peer's static public key: the same secret on both sides. */
+export function staticSharedSecret(k: StaticKey, peerPublic: Buffer): Buffer {
+  return dh(k.privateKey, peerPublic);
+}
+
 // ---------- primitives ----------
 
 function dh(priv: KeyObject, pubRaw: Buffer): Buffer {
