@@ -69,7 +69,9 @@ const commands: Record<string, Runner> = {
   --control HOST:PORT   serve JSON status over HTTP on this local endpoint
   --keepalive SECONDS   keepalive interval, at most 25 (default 10)
   --join-timeout SECONDS  give up if the FullVR does not answer (default 15)
-  --moderation-us N     wake-up moderation under bulk load, 0 = off (default 500)`;
+  --moderation-us N     wake-up moderation under bulk load, 0 = off (default 500)
+  --no-shortcuts        send all overlay traffic through our FullVR, even where it offers
+                        a direct session to the FullVR of the destination's site`;
     const o = parse(argv, TINYVR_FLAG_OPTIONS, usage);
     setLogComponent('tinyvr');
     const { loadTinyvrRaw, parseTinyvrConfig } = await import('../tinyvr/config.js');

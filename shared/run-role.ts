@@ -10,20 +10,23 @@ import { log } from './log.js';
  * parseArgs with the CLI's conventions: `-h/--help` prints `usage` and exits 0; a bad flag is a
  * UserError "<first line of the parse error> (see --help)" (exit 2).
  */
-export function parseFlags<T extends ParseArgsConfig['options']>(argv: string[], options: T, usage: string): { [K in keyof T]?: string } {
+/** What parseFlags returns for `options`: booleans for boolean flags, strings for the rest. */
+export type FlagValues<T> = { [K in keyof T]?: T[K] extends { type: 'boolean' } ? boolean : string };
+
+export function parseFlags<T extends ParseArgsConfig['options']>(argv: string[], options: T, usage: string): FlagValues<T> {
   try {
     const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false });
     if ((r.values as Record<string, unknown>).help) {
       process.stdout.write(usage + '\n');
       process.exit(0);
     }
-    return r.values as { [K in keyof T]?: string };
+    return r.values as FlagValues<T>;
   } catch (e) {
     throw new UserError(`${(e as Error).message.split('\n')[0]} (see --help)`);
   }
 }
 
-/** The options of `tinyvine tinyvr` (string-valued), for parseFlags. */
+/** The options of `tinyvine tinyvr`, for parseFlags. */
 export const TINYVR_FLAG_OPTIONS = {
   config: { type: 'string', short: 'c' },
   fullvr: { type: 'string' },
@@ -39,9 +42,10 @@ export const TINYVR_FLAG_OPTIONS = {
   secondary: { type: 'string' },
   'secondary-key': { type: 'string' },
   'secondary-token': { type: 'string' },
+  'no-shortcuts': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
-export type TinyvrFlags = { [K in keyof typeof TINYVR_FLAG_OPTIONS]?: string };
+export type TinyvrFlags = FlagValues<typeof TINYVR_FLAG_OPTIONS>;
 
 /**
  * Overrides the keys of a raw (not yet validated) TinyVR config with the flags that were given;
@@ -64,6 +68,7 @@ export function applyTinyvrFlags(raw: Record<string, unknown>, o: TinyvrFlags): 
     keepaliveSeconds: num(o.keepalive, 'keepalive'),
     joinTimeoutSeconds: num(o['join-timeout'], 'join-timeout'),
     moderationMicros: num(o['moderation-us'], 'moderation-us', 'microseconds'),
+    shortcuts: o['no-shortcuts'] ? false : undefined,
     secondary:
       o.secondary || o['secondary-key']
         ? { fullvr: o.secondary, fullvrKey: o['secondary-key'], ...(o['secondary-token'] ? { token: o['secondary-token'] } : {}) }

@@ -38,6 +38,10 @@ export const TinyvrConfigSchema = z.strictObject({
   // drain the TUN and socket every this often instead of waking per packet; less CPU,
   // packets wait up to this long more. Idle paths and request/response traffic are not moderated.
   moderationMicros: zModerationMicros.default(DEFAULT_MODERATION_US),
+  // shortcuts: where our FullVR offers it, also open a session straight to the FullVR of
+  // another site and send that site's traffic there (one FullVR fewer on the path); whatever
+  // has no live shortcut goes through our FullVR. false: everything goes through our FullVR.
+  shortcuts: z.boolean().default(true),
 });
 
 export type TinyvrConfig = z.output<typeof TinyvrConfigSchema>;

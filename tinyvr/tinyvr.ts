@@ -28,6 +28,8 @@ import { UserError } from '../shared/user-error.js';
 import { MsgType, decodeError } from '../shared/wire.js';
 import { authModeOf, type AuthName } from '../shared/auth-mode.js';
 import type { TinyvrConfig } from './config.js';
+import { PUMP_CFG_LEN, Shortcuts } from './shortcuts.js';
+import { SHORTCUT_KEEPALIVE_MS, shortcutOffers } from '../shared/shortcut-offer.js';
 
 // Room for a whole TSO super-packet or UDP GRO message split into segments (≤ ~45 at MTU 1432).
 const BATCH = 256;
@@ -44,6 +46,8 @@ interface JoinState {
   keepaliveSeconds: number;
   auth: AuthName;
   ticket?: string;
+  /** Shortcut offers (with tickets: secret, never printed). */
+  shortcuts?: unknown;
 }
 
 /** Entries of the TinyVR's pump configuration, in the order the engine reads them. */
@@ -68,12 +72,16 @@ export class TinyVR {
   private fullvrHost = '';
   private fullvrPort = 0;
   // The native pumps read these on every wake-up, so they live in one shared array (see Cfg).
-  private readonly pumpCfg = new Int32Array(4);
+  // Entries 0..3 (Cfg) and the shortcut routes (tinyvr/shortcuts.ts) after them.
+  private readonly pumpCfg = new Int32Array(PUMP_CFG_LEN);
+  private shortcuts: Shortcuts | null = null;
   /** The session with the FullVR (0: none yet). */
   private get session(): number {
     return this.pumpCfg[Cfg.SESSION];
   }
   private remoteIndex = 0;
+  /** The VR id of the FullVR we are joined to (ERROR messages name their sender). */
+  private homeVr = -1;
   private join: JoinState | null = null;
   private installedRoutes = new Set<string>();
   // Our overlay addresses (IPv4 and/or IPv6) packed for the per-packet "is it for us" check.
@@ -135,6 +143,7 @@ export class TinyVR {
     // Our decision is fixed (TUN -> the FullVR session; FullVR -> TUN if addressed to us), so
     // the engine reads, decides and forwards by itself from its poll callback: a wake-up that
     // carries only data never enters JS. JS hears of control messages (handshake answers, errors).
+    this.shortcuts = new Shortcuts({ engine: this.engine, indices: this.indices, pumpCfg: this.pumpCfg });
     this.engine.pumpTunNative(batchTun, this.pumpCfg);
     this.engine.pumpUdpNative(batchUdp, this.pumpCfg, this.own4, this.own6, (n) => this.afterUdp(batchUdp, n));
     this.initiator = new Initiator({
@@ -203,6 +212,7 @@ export class TinyVR {
     // With a secondary, probe every second so a dead FullVR is noticed in 3 s.
     const every = this.secondaryInitiator ? 1000 : Math.min(ka, 1000 * Math.max(1, this.join?.keepaliveSeconds ?? 10));
     this.timers.push(setInterval(() => this.tick(), every));
+    this.timers.push(setInterval(() => this.shortcuts?.tick(), SHORTCUT_KEEPALIVE_MS));
   }
 
   private onRefused(reason: string): void {
@@ -239,6 +249,7 @@ export class TinyVR {
     const old = this.session;
     this.pumpCfg[Cfg.SESSION] = s.index;
     this.remoteIndex = s.remoteIndex;
+    this.homeVr = s.remoteSenderId;
     this.pumpCfg[Cfg.OUTNET] = p.network;
     if (old && old !== s.index) {
       this.engine.deleteSession(old);
@@ -251,6 +262,8 @@ export class TinyVR {
       log.warn('failover', { to: secondary ? this.cfg.secondary?.fullvr : this.cfg.fullvr, address: p.address });
     }
     (secondary ? this.initiator : this.secondaryInitiator)?.stop();
+    // Shortcuts only from our own FullVR (a secondary vouches for no one else's member).
+    this.shortcuts?.apply(this.cfg.shortcuts && !secondary ? shortcutOffers(p.shortcuts) : []);
     this.joinedAtMono = monotonicMs();
     if (typeof p.ticket === 'string') this.saveTicket(p.ticket);
     if (rejoin) this.counters.rejoins++;
@@ -320,15 +333,17 @@ export class TinyVR {
       const msg = Buffer.from(batch.buf.subarray(off, off + batch.meta[b + M.LEN]));
       const type = batch.meta[b + M.TYPE];
       if (type === MsgType.RESP) {
-        if (!this.initiator.handleResp(msg.readUInt32BE(4), msg)) this.secondaryInitiator?.handleResp(msg.readUInt32BE(4), msg);
+        const idx = msg.readUInt32BE(4);
+        if (!this.initiator.handleResp(idx, msg) && !this.secondaryInitiator?.handleResp(idx, msg)) this.shortcuts?.handleResp(idx, msg);
       }
       else if (type === MsgType.ERROR) {
         try {
           const e = decodeError(msg);
-          if (this.session && e.receiverIndex === this.remoteIndex) {
+          // Session indices are per FullVR: the sender tells our FullVR's from a shortcut's.
+          if (this.session && e.senderId === this.homeVr && e.receiverIndex === this.remoteIndex) {
             log.info('fullvr lost our session (restarted?), rejoining');
             this.current().start();
-          }
+          } else this.shortcuts?.handleError(e.senderId, e.receiverIndex);
         } catch {
           /* malformed */
         }
@@ -380,7 +395,7 @@ export class TinyVR {
 
   private writeStatus(state: string): void {
     if (!this.cfg.statusFile) return;
-    const { ticket: _secret, ...join } = this.join ?? ({} as Partial<JoinState>);
+    const { ticket: _secret, shortcuts: _tickets, ...join } = this.join ?? ({} as Partial<JoinState>);
     const body = JSON.stringify({ state, pid: process.pid, fullvr: this.cfg.fullvr, ...join, updated: new Date().toISOString() }) + '\n';
     try {
       mkdirSync(dirname(this.cfg.statusFile), { recursive: true });
@@ -398,6 +413,7 @@ export class TinyVR {
     for (const t of this.timers) clearInterval(t);
     this.initiator?.stop();
     this.secondaryInitiator?.stop();
+    this.shortcuts?.stop();
     this.statusServer?.close();
     this.engine?.close(); // closing the TUN fd removes the device and every route through it
     for (const e of this.net.rollback()) log.warn('cleanup', { error: e });
@@ -414,11 +430,12 @@ export class TinyVR {
       fullvr: this.onSecondary ? this.cfg.secondary?.fullvr : this.cfg.fullvr,
       onSecondary: this.onSecondary,
       tun: this.tunName,
-      join: this.join ? { ...this.join, ticket: undefined } : null,
+      join: this.join ? { ...this.join, ticket: undefined, shortcuts: undefined } : null,
       routes: [...this.installedRoutes],
+      shortcuts: this.shortcuts?.status() ?? [],
       session: info,
       // not_for_me is counted by the engine (the native pump decides what is for us).
-      counters: { ...this.counters, not_for_me: engine.not_for_me ?? 0 },
+      counters: { ...this.counters, ...this.shortcuts?.counters, not_for_me: engine.not_for_me ?? 0 },
       engine,
     };
   }

@@ -108,8 +108,8 @@ typedef struct tv_pump {
   int nrefs;
   uint8_t *buf, *addr, *own4, *own6;
   uint8_t *flags;            /* routed: per slot, what JS decided (0 do not cache, 1 routed, 2 relayed) */
-  int32_t *meta, *cfg;       /* TinyVR cfg: [session, outnet, n4, n6]; FullVR cfg: [generation] */
-  size_t l4, l6;
+  int32_t *meta, *cfg;       /* TinyVR cfg: [session, outnet, n4, n6, shortcuts, ...]; FullVR cfg: [generation] */
+  size_t l4, l6, cfg_len;
   int cap;
 } tv_pump;
 
@@ -1779,14 +1779,47 @@ static void forward_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int n, int 
  * generic read/decide/forward calls. */
 #define TV_PUMP_BATCHES 16 /* batches per wake-up, as the JS pump: the other fd gets its turn */
 
-/* One TUN batch to `session` (<= 0: dropped) -> packets read (0: nothing to read). */
-static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet) {
+/* Shortcut routes of a TinyVR (cfg[TV_SC_COUNT] entries from cfg[TV_SC_BASE], TV_SC_FIELDS
+ * each: session, family 4|6, prefix bits, then the prefix's 16 address bytes as 4 int32s):
+ * a packet whose destination lies in one goes to that session (a peer FullVR serving the
+ * destination's site) instead of the default one. A handful of sites, so a linear scan. */
+enum { TV_SC_COUNT = 4, TV_SC_BASE = 8, TV_SC_FIELDS = 7, TV_SC_MAX = 16 };
+
+typedef struct {
+  const int32_t *cfg; /* NULL: no shortcuts */
+  int n;
+} tv_shortcuts;
+
+static int prefix_match(const uint8_t *a, const uint8_t *prefix, int bits) {
+  int full = bits / 8, rest = bits % 8;
+  if (memcmp(a, prefix, (size_t)full) != 0) return 0;
+  return rest == 0 || ((a[full] ^ prefix[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+/* The session for a packet: the longest matching shortcut's, else `session`. */
+static int32_t shortcut_session(const tv_shortcuts *sc, const uint8_t *p, int32_t len, int32_t session) {
+  int v = p[0] >> 4, best = -1;
+  if (v == 4 ? len < 20 : v != 6 || len < 40) return session;
+  const uint8_t *dst = v == 4 ? p + 16 : p + 24;
+  for (int i = 0; i < sc->n; i++) {
+    const int32_t *r = sc->cfg + TV_SC_BASE + i * TV_SC_FIELDS;
+    int bits = r[2];
+    if (r[1] != v || bits <= best || bits < 0 || bits > (v == 4 ? 32 : 128)) continue;
+    if (prefix_match(dst, (const uint8_t *)(r + 3), bits)) best = bits, session = r[0];
+  }
+  return session;
+}
+
+/* One TUN batch to `session` (<= 0: dropped) or a shortcut's -> packets read (0: nothing to read). */
+static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet,
+                          const tv_shortcuts *sc) {
   int n = tun_read(e, buf, meta, cap);
   if (n <= 0) return 0;
   for (int i = 0; i < n; i++) {
     int32_t *m = meta + (size_t)i * TV_META_FIELDS;
     if (m[M_KIND] <= 0) continue; /* already dropped (oversize) */
-    m[M_ACTION] = session > 0 ? session : ACTION_DROP;
+    int32_t to = sc->n ? shortcut_session(sc, buf + (size_t)i * TV_SLOT_SIZE + m[M_OFF], m[M_LEN], session) : session;
+    m[M_ACTION] = to > 0 ? to : ACTION_DROP;
     m[M_OUTNET] = outnet;
     m[M_HOPS] = -1; /* a TinyVR is no VR: its packets leave with hops 0 */
   }
@@ -1795,10 +1828,11 @@ static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, in
 }
 
 /* Up to TV_PUMP_BATCHES TUN batches (the other fd gets its turn) -> packets read. */
-static int tun_pump(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet) {
+static int tun_pump(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet,
+                    const tv_shortcuts *sc) {
   int total = 0;
   for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
-    int n = tun_pump_batch(e, buf, meta, cap, session, outnet);
+    int n = tun_pump_batch(e, buf, meta, cap, session, outnet, sc);
     total += n;
     if (n < cap) break;
   }
@@ -1848,7 +1882,8 @@ static napi_value Engine_tunPumpTo(napi_env env, napi_callback_info info) {
   if (argc < 4 || !arg_batch(env, argv, 0, &b) || !arg_i32(env, argv[2], "session", &session) ||
       !arg_i32(env, argv[3], "outnet", &outnet))
     return NULL;
-  return make_i32(env, tun_pump(e, b.buf, b.meta, b.cap, session, outnet));
+  tv_shortcuts none = {NULL, 0};
+  return make_i32(env, tun_pump(e, b.buf, b.meta, b.cap, session, outnet, &none));
 }
 
 static int own_lists_fit(napi_env env, size_t l4, uint32_t n4, size_t l6, uint32_t n6) {
@@ -1966,7 +2001,14 @@ static void pump_run(tv_poller *p) {
   }
   int32_t *cfg = q->cfg;
   if (!q->udp) {
-    tun_pump(e, q->buf, q->meta, q->cap, cfg[0], cfg[1]); /* no JS runs in between: cfg holds */
+    /* no JS runs in between: cfg holds; the count is bounded by the array JS gave */
+    tv_shortcuts sc = {cfg, 0};
+    if (q->cfg_len > TV_SC_COUNT && cfg[TV_SC_COUNT] > 0) {
+      size_t room = q->cfg_len > TV_SC_BASE ? (q->cfg_len - TV_SC_BASE) / TV_SC_FIELDS : 0;
+      sc.n = cfg[TV_SC_COUNT] < (int32_t)room ? cfg[TV_SC_COUNT] : (int)room;
+      if (sc.n > TV_SC_MAX) sc.n = TV_SC_MAX;
+    }
+    tun_pump(e, q->buf, q->meta, q->cap, cfg[0], cfg[1], &sc);
     return;
   }
   for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
@@ -1999,7 +2041,9 @@ static bool pump_hold(napi_env env, tv_pump *q, napi_value v, napi_typedarray_ty
 /* The four native pumps, started by one constructor. Arguments, in this order:
  *   buf, meta, addr (UDP only), cfg, own4 + own6 (TinyVR UDP only), flags (router only),
  *   callback (all but the TinyVR's TUN pump).
- * pumpTunNative(buf, meta, cfg): TUN packets go to session cfg[0] with network cfg[1].
+ * pumpTunNative(buf, meta, cfg): TUN packets go to session cfg[0] with network cfg[1], or to
+ *   the session of the longest of the cfg[4] shortcut routes that holds their destination
+ *   (layout at TV_SC_BASE).
  * pumpUdpNative(buf, meta, addr, cfg, own4, own6, onControl): DATA for one of the cfg[2]
  *   IPv4 addresses in own4 or the cfg[3] IPv6 addresses in own6 goes to the TUN;
  *   onControl(n) runs only for a batch that holds CONTROL slots.
@@ -2039,6 +2083,7 @@ static napi_value pump_start(napi_env env, napi_callback_info info, int udp, int
     return NULL;
   }
   q->buf = bufv, q->meta = metav, q->addr = addrv, q->cfg = cfgv, q->own4 = o4, q->own6 = o6, q->flags = flagsv;
+  q->cfg_len = cc;
   q->cap = batch_cap(bl, mc, al);
   size_t need = routed ? 1 : udp ? 4 : 2; /* cfg entries the pump reads */
   const char *bad = cc < need ? (routed ? "cfg needs 1 entry" : udp ? "cfg needs 4 entries" : "cfg needs 2 entries")
