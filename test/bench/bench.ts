@@ -38,6 +38,9 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
   --no-1g       skip the CPU measurement at a paced 1 Gbit/s TCP load (overlay, openvpn, tinc)
   --moderation-us N  the overlay routers' wake-up moderation (default: theirs, 500); unless 0,
                 an unmoderated gmac overlay is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
+                The overlay takes shortcuts (TinyVR -> the destination site's FullVR) as it does
+                by default; overlay-via-home (gmac, --no-shortcuts: TinyVR -> FullVR a -> FullVR b
+                -> TinyVR) is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
   --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN/server logs) after the run
   --join-cpu-prof DIR   run the GET /join load-test server with node --cpu-prof, profile into DIR`;
 
@@ -45,15 +48,26 @@ type Mode = 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
 // The first is the default mode: its figure is reported as `overlay`.
 const MODES: Mode[] = ['gmac', 'hmac', 'aes-gcm', 'chacha', 'none'];
 
-/** Overlay variants of a run: key (path name), auth mode, wake-up moderation (undefined: the routers' default). */
-function variantsOf(opt: { modes: Mode[]; moderation?: number }): Array<{ key: string; mode: Mode; moderation?: number }> {
-  const v: Array<{ key: string; mode: Mode; moderation?: number }> = opt.modes.map((mode, i) => ({
-    key: i === 0 ? 'overlay' : `overlay-${mode}`,
-    mode,
-    ...(opt.moderation === undefined ? {} : { moderation: opt.moderation }),
-  }));
+type Variant = { key: string; mode: Mode; moderation?: number; noShortcuts?: boolean };
+
+/**
+ * Overlay variants of a run: key (path name), auth mode, wake-up moderation (undefined: the
+ * routers' default), and whether the TinyVRs take shortcuts (the default) or send everything
+ * through their own FullVR.
+ */
+function variantsOf(opt: { modes: Mode[]; moderation?: number }): Variant[] {
+  const mod = opt.moderation === undefined ? {} : { moderation: opt.moderation };
+  const v: Variant[] = opt.modes.map((mode, i) => ({ key: i === 0 ? 'overlay' : `overlay-${mode}`, mode, ...mod }));
   if (opt.moderation !== 0) v.push({ key: 'overlay-unmoderated', mode: MODES[0]!, moderation: 0 });
+  v.push({ key: 'overlay-via-home', mode: MODES[0]!, ...mod, noShortcuts: true });
   return v;
+}
+
+/** The route a variant's packets take from a1 to b1. */
+function routeOf(v: Variant): string {
+  return v.noShortcuts
+    ? 'TinyVR → FullVR a → FullVR b → TinyVR, no shortcuts'
+    : 'TinyVR → FullVR b → TinyVR over the shortcut, replies TinyVR → FullVR a → TinyVR';
 }
 
 // ---------------------------------------------------------------------------
@@ -237,7 +251,7 @@ const UDP_LEN = 1400;
 const UDP_WINDOW = '4M';
 const PACED_RATE = '1G';
 /** Paths measured at the paced rate. */
-const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'openvpn', 'tinc'];
+const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'openvpn', 'tinc'];
 
 /** A paced-load sample: the TCP figures and the median ping RTT while it ran. */
 type LoadedSample = TcpSample & { rttLoadedUs: number | null };
@@ -286,7 +300,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     console.error(`bench: lab ${lab.prefix} built in ${Math.round(lab.buildMs)} ms; logs in ${lab.logsDir}`);
 
     // --- overlay: per auth mode a1 -> b1 over its own FullVR pair (the default, gmac, in `lab`)
-    for (const [i, { key, mode, moderation }] of variants.entries()) {
+    for (const [i, { key, mode, moderation, noShortcuts }] of variants.entries()) {
       const network: NetworkSpec = {
         id: 1,
         name: `bench-${mode}`,
@@ -307,7 +321,13 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         tempDirs.add(o.dir);
         await o.startAllFullvrs();
         await waitFor(async () => (await o.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 15_000);
-        await Promise.all([o.startTinyvr('a1', 'a', 1), o.startTinyvr('b1', 'b', 1)]);
+        const extra = noShortcuts ? ['--no-shortcuts'] : [];
+        await Promise.all([o.startTinyvr('a1', 'a', 1, extra), o.startTinyvr('b1', 'b', 1, extra)]);
+        // Measure the route the variant names: with shortcuts, only once both are up.
+        if (!noShortcuts) {
+          const up = async (vm: string) => (await o.tinyvrStatus(vm)).shortcuts.some((x: any) => x.state === 'up');
+          await waitFor(async () => (await up('a1')) && (await up('b1')), 10_000);
+        }
         const p = await l.ping('a1', l.addr('b1'), { count: 3, interval: 0.2, waitS: 2 });
         if (p.received === 0) fail(`${key}: connectivity a1 -> b1`, new Error(`no ping reply\n${p.output}`));
         else modeUp.set(key, true);
@@ -406,20 +426,20 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         pids: () => ({ client: tinc?.client.pid, server: tinc?.server.pid }),
       },
       ...variants.map(
-        ({ key, mode, moderation }, i): Path => ({
-          key,
-          label: `${key}: a1 → b1 (TinyVR → FullVR a → FullVR b → TinyVR, auth ${mode}, wake-up moderation ${moderation === undefined ? 'default' : moderation === 0 ? 'off' : `${moderation} µs`}${i === 0 ? `${mtus.overlay ? `, TUN mtu ${mtus.overlay}` : ''}, in the reference tunnels' lab` : ', in a lab of its own'})`,
-          lab: labOf(key),
+        (v, i): Path => ({
+          key: v.key,
+          label: `${v.key}: a1 → b1 (${routeOf(v)}, auth ${v.mode}, wake-up moderation ${v.moderation === undefined ? 'default' : v.moderation === 0 ? 'off' : `${v.moderation} µs`}${i === 0 ? `${mtus.overlay ? `, TUN mtu ${mtus.overlay}` : ''}, in the reference tunnels' lab` : ', in a lab of its own'})`,
+          lab: labOf(v.key),
           client: 'a1',
           server: 'b1',
-          addr: labOf(key).addr('b1'),
+          addr: labOf(v.key).addr('b1'),
           port: 5204 + i,
-          up: modeUp.get(key) === true,
+          up: modeUp.get(v.key) === true,
           pids: () => ({
-            tinyvr_a: ovOf(key)?.tinyvrs.get('a1')?.pid,
-            fullvr_a: ovOf(key)?.fullvrs.get('a')?.proc?.pid,
-            fullvr_b: ovOf(key)?.fullvrs.get('b')?.proc?.pid,
-            tinyvr_b: ovOf(key)?.tinyvrs.get('b1')?.pid,
+            tinyvr_a: ovOf(v.key)?.tinyvrs.get('a1')?.pid,
+            fullvr_a: ovOf(v.key)?.fullvrs.get('a')?.proc?.pid,
+            fullvr_b: ovOf(v.key)?.fullvrs.get('b')?.proc?.pid,
+            tinyvr_b: ovOf(v.key)?.tinyvrs.get('b1')?.pid,
           }),
         }),
       ),
@@ -772,6 +792,13 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   lines.push(
     `  cpu_pct_at_1g.tinyvr <= 15          ${cpuAt1g.tinyvr ?? '-'} % (at ${cpuAt1g.achieved_mbps ?? '-'} Mbit/s achieved, wake-up moderation ${opt.moderation === undefined ? 'default' : `${opt.moderation} µs`}${unmod1g ? `; unmoderated ${unmod1g} %` : ''})   ${verdict(targets.cpu_pct_at_1g_tinyvr.met)}`,
   );
+  const viaHome = med('overlay-via-home');
+  const rttViaHome = results.get('overlay-via-home')?.rttUs ?? null;
+  if (viaHome !== null || rttViaHome !== null) {
+    lines.push(
+      `  (without shortcuts, for reference: overlay-via-home/kernel = ${viaHome !== null && kernel ? pct(viaHome / kernel) : '-'}, ${viaHome !== null && bestRef ? (viaHome / bestRef).toFixed(2) : '-'} x max(openvpn, tinc), added RTT ${rttViaHome !== null && rttKernel !== null ? rttViaHome - rttKernel : '-'} µs)`,
+    );
+  }
   if (opt.p4) {
     const k4 = medTcp(p4, 'kernel');
     const o4 = medTcp(p4, 'overlay');
@@ -815,6 +842,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     cpu_pct_at_1g_openvpn: opt.at1g ? refAt1g('openvpn') : null,
     cpu_pct_at_1g_tinc: opt.at1g ? refAt1g('tinc') : null,
     cpu_pct_at_1g_unmoderated: opt.at1g ? refAt1g('overlay-unmoderated') : null,
+    cpu_pct_at_1g_via_home: opt.at1g ? refAt1g('overlay-via-home') : null,
     moderation_us: opt.moderation ?? 'default',
     rtt_loaded_us: opt.at1g ? Object.fromEntries(AT1G_KEYS.filter((k) => at1g.has(k)).map((k) => [k.replace(/-/g, '_'), medianOf((at1g.get(k)?.samples ?? []).map((x) => x.rttLoadedUs))])) : null,
     rtt_us: {
@@ -823,12 +851,15 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       openvpn: results.get('openvpn')?.rttUs ?? null,
       tinc: results.get('tinc')?.rttUs ?? null,
       overlay_unmoderated: results.get('overlay-unmoderated')?.rttUs ?? null,
+      overlay_via_home: results.get('overlay-via-home')?.rttUs ?? null,
     },
     rtt_added_us: rttAdded,
     targets,
     tunnel_mtu: mtus,
     tcp_samples_mbps: { overlay: samplesOf('overlay'), kernel: samplesOf('kernel'), openvpn: samplesOf('openvpn'), tinc: samplesOf('tinc') },
     tcp_samples_p4: opt.p4 ? p4s.samples : null,
+    tcp_mbps_unmoderated: med('overlay-unmoderated'),
+    tcp_mbps_via_home: med('overlay-via-home'),
     tcp_mbps_modes: Object.fromEntries(opt.modes.map((m) => [m, med(modeKey(m))])),
     tcp_samples_modes: Object.fromEntries(opt.modes.map((m) => [m, samplesOf(modeKey(m))])),
     rtt_us_modes: Object.fromEntries(opt.modes.map((m) => [m, results.get(modeKey(m))?.rttUs ?? null])),

@@ -288,6 +288,7 @@ describe('TinyVR config', () => {
       keepaliveSeconds: 10,
       joinTimeoutSeconds: 15,
       moderationMicros: 500,
+      shortcuts: true,
       statusFile: '/run/tinyvine/status.json',
     });
     expect(parseTinyvrConfig({ ...baseTinyvr(), fullvr: '[2001:db8::1]:4789', tun: { name: 'ovl0' } }, 'x').tun.name).toBe('ovl0');
