@@ -24,8 +24,10 @@ const SC_FIELDS = 7;
 export const SC_MAX = 16;
 export const PUMP_CFG_LEN = SC_BASE + SC_FIELDS * SC_MAX;
 
-/** After a refusal, ask again this much later; a handshake without an answer backs off to it by itself. */
+/** A handshake without an answer backs off to this. */
 const RETRY_MS = 30_000;
+/** A refusal is deliberate (the peer's config or policy): ask again only this much later. */
+const REFUSED_RETRY_MS = 300_000;
 
 type State = 'resolving' | 'connecting' | 'up' | 'refused' | 'down';
 
@@ -167,7 +169,7 @@ export class Shortcuts {
         link.initiator?.stop();
         link.state = 'refused';
         link.reason = reason;
-        link.retryAt = monotonicMs() + RETRY_MS;
+        link.retryAt = monotonicMs() + REFUSED_RETRY_MS;
         log.info('shortcut refused', { vr: link.offer.vr, endpoint: link.offer.endpoint, reason });
       },
       // A peer we cannot reach costs a handshake now and then, never more.

@@ -80,6 +80,8 @@ export interface OverlayOptions {
   limited?: Record<string, string>;
   /** Wake-up moderation of every FullVR (and of TinyVRs the bench starts); default: the routers' own. */
   moderationMicros?: number;
+  /** Sites whose FullVR runs with `shortcuts: false`. */
+  shortcutsOff?: string[];
 }
 
 export class Overlay {
@@ -124,6 +126,7 @@ export class Overlay {
       tun: { name: 'tvfvr0' },
       keepaliveSeconds: 2,
       ...(this.opts.moderationMicros !== undefined ? { moderationMicros: this.opts.moderationMicros } : {}),
+      ...(this.opts.shortcutsOff?.includes(f.site) ? { shortcuts: false } : {}),
       peers: [...this.fullvrs.values()]
         .filter((p) => p !== f)
         .map((p) =>

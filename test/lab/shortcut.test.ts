@@ -23,7 +23,8 @@ describe.skipIf(!support.ok)('shortcuts to the FullVR of the destination site', 
 
   beforeAll(async () => {
     lab = await createLab({ sites: [cloud('a', ['a1']), cloud('b', ['b1']), cloud('c', ['c1'])] });
-    ov = new Overlay(lab, [blueNetwork(['a', 'b', 'c'])], ['a', 'b', 'c']);
+    // FullVR c takes no shortcuts (shortcuts: false): a1's shortcut there is refused.
+    ov = new Overlay(lab, [blueNetwork(['a', 'b', 'c'])], ['a', 'b', 'c'], { shortcutsOff: ['c'] });
     await ov.startAllFullvrs();
     await ov.waitPeersUp();
     await Promise.all([ov.startTinyvr('a1', 'a', 1), ov.startTinyvr('b1', 'b', 1), ov.startTinyvr('c1', 'c', 1, ['--no-shortcuts'])]);
@@ -37,11 +38,12 @@ describe.skipIf(!support.ok)('shortcuts to the FullVR of the destination site', 
     rmSync(files, { recursive: true, force: true });
   });
 
-  it('a TinyVR has a shortcut to each other site; its routes are exactly that site', async () => {
+  it('a TinyVR has a shortcut to each other site that takes them; its routes are exactly that site', async () => {
+    await waitFor(async () => (await shortcutTo('a1', 3))?.state === 'refused', 10_000);
     const st = await ov.tinyvrStatus('a1');
     const byVr = Object.fromEntries(st.shortcuts.map((s: any) => [s.vr, s]));
     expect(byVr[2]).toMatchObject({ state: 'up', routes: ['10.2.0.0/24'] });
-    expect(byVr[3]).toMatchObject({ state: 'up', routes: ['10.3.0.0/24'] });
+    expect(byVr[3]).toMatchObject({ state: 'refused', routes: [], reason: 'this FullVR takes no shortcuts (shortcuts: false)' });
     expect(byVr[1]).toBeUndefined(); // never to its own FullVR
     // Tickets are secrets: not in the status output.
     expect(JSON.stringify(st)).not.toMatch(/ticket"\s*:\s*"/);
@@ -91,6 +93,12 @@ print('sha',h.hexdigest(),flush=True)"`]);
     const before = await rx('c');
     expect((await lab.ping('c1', '10.2.0.11', { count: 10, interval: 0.05 })).ok).toBe(true);
     expect((await rx('c')) - before).toBeGreaterThanOrEqual(20); // 10 requests in, 10 replies in
+  });
+
+  it('a refused shortcut: traffic to that site goes through the own FullVR', async () => {
+    const before = await toPeers('a');
+    expect((await lab.ping('a1', '10.3.0.11', { count: 10, interval: 0.05 })).ok).toBe(true);
+    expect((await toPeers('a')) - before).toBeGreaterThanOrEqual(10); // a1's requests, FullVR a -> FullVR c
   });
 
   it('a shortcut whose path dies falls back to the own FullVR within seconds, both ways, and comes back', async () => {
