@@ -209,8 +209,11 @@ export class TinyVR {
       }
     }
     const ka = this.cfg.keepaliveSeconds * 1000;
-    // With a secondary, probe every second so a dead FullVR is noticed in 3 s.
-    const every = this.secondaryInitiator ? 1000 : Math.min(ka, 1000 * Math.max(1, this.join?.keepaliveSeconds ?? 10));
+    // With a secondary, probe every second so a dead FullVR is noticed in 3 s. With shortcuts
+    // too: other sites' TinyVRs send us their traffic through our FullVR while ours goes out
+    // over shortcuts, so only a keepalive tells us it restarted (ERROR: rejoin at once); until
+    // we rejoin, what they send us is lost there.
+    const every = this.secondaryInitiator || this.cfg.shortcuts ? 1000 : Math.min(ka, 1000 * Math.max(1, this.join?.keepaliveSeconds ?? 10));
     this.timers.push(setInterval(() => this.tick(), every));
     this.timers.push(setInterval(() => this.shortcuts?.tick(), SHORTCUT_KEEPALIVE_MS));
   }
