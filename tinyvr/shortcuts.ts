@@ -33,6 +33,9 @@ type State = 'resolving' | 'connecting' | 'up' | 'refused' | 'down';
 
 interface Link {
   offer: ShortcutOffer;
+  key: Buffer;
+  /** as offered (a name is resolved again on a retry) */
+  name: string;
   host: string;
   port: number;
   initiator: Initiator | null;
@@ -55,14 +58,12 @@ export interface ShortcutOptions {
 
 export class Shortcuts {
   private links = new Map<number, Link>();
-  private generation = 0;
   readonly counters = { shortcuts_up: 0, shortcuts_dropped: 0, shortcuts_refused: 0 };
 
   constructor(private o: ShortcutOptions) {}
 
   /** Use these offers from now on (every (re)join); links to the same peer and endpoint are kept. */
   apply(offers: ShortcutOffer[]): void {
-    const gen = ++this.generation;
     const keep = new Set<number>();
     for (const offer of offers.slice(0, SC_MAX)) {
       const old = this.links.get(offer.vr);
@@ -82,10 +83,10 @@ export class Shortcuts {
         log.warn('shortcut offer ignored', { vr: offer.vr, error: (e as Error).message });
         continue;
       }
-      const link: Link = { offer, host: ep.host, port: ep.port, initiator: null, state: 'resolving', session: 0, remoteIndex: 0, routes: [], upAt: 0, retryAt: 0 };
+      const link: Link = { offer, key, name: ep.host, host: ep.host, port: ep.port, initiator: null, state: 'resolving', session: 0, remoteIndex: 0, routes: [], upAt: 0, retryAt: 0 };
       this.links.set(offer.vr, link);
       keep.add(offer.vr);
-      void this.resolve(link, key, gen);
+      void this.resolve(link);
     }
     for (const [vr, link] of this.links) if (!keep.has(vr)) this.close(link);
     this.writeRoutes();
@@ -120,6 +121,9 @@ export class Shortcuts {
           l.state = 'connecting';
           l.initiator?.start();
         }
+      } else if (l.state === 'down' && !l.initiator && now >= l.retryAt) {
+        l.state = 'resolving'; // its name did not resolve: try again
+        void this.resolve(l);
       } else if (l.state === 'refused' && l.initiator && now >= l.retryAt) {
         l.state = 'connecting';
         l.initiator.start();
@@ -143,14 +147,15 @@ export class Shortcuts {
     }));
   }
 
-  private async resolve(link: Link, key: Buffer, gen: number): Promise<void> {
-    if (!isIP(link.host)) {
+  private async resolve(link: Link): Promise<void> {
+    if (!isIP(link.name)) {
       try {
-        link.host = (await lookup(link.host)).address;
+        link.host = (await lookup(link.name)).address;
       } catch {
-        if (gen !== this.generation || this.links.get(link.offer.vr) !== link) return;
+        if (this.links.get(link.offer.vr) !== link) return;
         link.state = 'down';
-        link.reason = `cannot resolve ${link.host}`;
+        link.reason = `cannot resolve ${link.name}`;
+        link.retryAt = monotonicMs() + RETRY_MS;
         return;
       }
     }
@@ -158,7 +163,7 @@ export class Shortcuts {
     link.initiator = new Initiator({
       engine: this.o.engine,
       indices: this.o.indices,
-      responderPublic: key,
+      responderPublic: link.key,
       senderId: 0,
       host: link.host,
       port: link.port,
