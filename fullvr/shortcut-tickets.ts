@@ -6,8 +6,9 @@
 // (DH(a, B) = DH(b, A)), so issuing and checking one needs no round trip and no shared
 // state, and only the two FullVRs named in it can make or check it. It names the member's
 // overlay addresses: the peer admits the member with exactly those, nothing it asks for.
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { hkdfSync } from 'node:crypto';
 import { staticSharedSecret, type StaticKey } from '../shared/handshake.js';
+import { parseTicket, sealTicket, ticketMacOk } from './tickets.js';
 
 /** A day: a TinyVR gets fresh tickets on every (re)join; an expired one only costs the shortcut. */
 export const SHORTCUT_TTL_MS = 24 * 3600 * 1000;
@@ -40,29 +41,20 @@ export class ShortcutTickets {
     const key = this.key(to);
     if (!key) return null;
     const claim: ShortcutClaim = { net, addrs, home: this.selfId, to, exp: now + SHORTCUT_TTL_MS };
-    const body = Buffer.from(JSON.stringify(claim)).toString('base64url');
-    return `${body}.${mac(key, body)}`;
+    return sealTicket(key, claim);
   }
 
   /** The claim of a ticket some peer issued for us, or a one-line reason it is refused. */
   verify(ticket: string, now = Date.now()): ShortcutClaim | { error: string } {
-    const parts = ticket.split('.');
-    if (ticket.length > MAX_LEN || parts.length !== 2 || !parts[0] || !parts[1]) return { error: 'malformed shortcut ticket' };
-    let claim: ShortcutClaim;
-    try {
-      claim = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8')) as ShortcutClaim;
-    } catch {
-      return { error: 'malformed shortcut ticket' };
-    }
-    if (!claim || typeof claim !== 'object' || !Number.isInteger(claim.home) || !Number.isInteger(claim.net)) {
+    const p = parseTicket(ticket, MAX_LEN);
+    const claim = p?.claim as ShortcutClaim | null | undefined;
+    if (!p || !claim || typeof claim !== 'object' || !Number.isInteger(claim.home) || !Number.isInteger(claim.net)) {
       return { error: 'malformed shortcut ticket' };
     }
     // The MAC first: nothing else the ticket says is believed before it is checked.
     const key = this.key(claim.home);
     if (!key) return { error: `shortcut ticket from VR ${claim.home}, which is not a peer of this FullVR` };
-    const want = Buffer.from(mac(key, parts[0]));
-    const got = Buffer.from(parts[1]);
-    if (want.length !== got.length || !timingSafeEqual(want, got)) return { error: 'shortcut ticket has a bad MAC' };
+    if (!ticketMacOk(key, p.body, p.mac)) return { error: 'shortcut ticket has a bad MAC' };
     if (claim.to !== this.selfId) return { error: `shortcut ticket is for VR ${claim.to}, not this FullVR` };
     if (!(claim.exp > now)) return { error: 'shortcut ticket expired' };
     if (!Array.isArray(claim.addrs) || claim.addrs.length === 0 || !claim.addrs.every((a) => typeof a === 'string')) {
@@ -85,8 +77,4 @@ export class ShortcutTickets {
     }
     return k;
   }
-}
-
-function mac(key: Buffer, body: string): string {
-  return createHmac('sha256', key).update(body).digest('base64url');
 }
