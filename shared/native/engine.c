@@ -1788,6 +1788,11 @@ enum { TV_SC_COUNT = 4, TV_SC_BASE = 8, TV_SC_FIELDS = 7, TV_SC_MAX = 16 };
 typedef struct {
   const int32_t *cfg; /* NULL: no shortcuts */
   int n;
+  /* the last answer: consecutive packets to one destination (a super-packet's segments)
+   * reuse it instead of scanning again; valid for one wake-up (JS may rewrite cfg between) */
+  int last_v;
+  uint8_t last_dst[16];
+  int32_t last;
 } tv_shortcuts;
 
 static int prefix_match(const uint8_t *a, const uint8_t *prefix, int bits) {
@@ -1797,22 +1802,27 @@ static int prefix_match(const uint8_t *a, const uint8_t *prefix, int bits) {
 }
 
 /* The session for a packet: the longest matching shortcut's, else `session`. */
-static int32_t shortcut_session(const tv_shortcuts *sc, const uint8_t *p, int32_t len, int32_t session) {
+static int32_t shortcut_session(tv_shortcuts *sc, const uint8_t *p, int32_t len, int32_t session) {
   int v = p[0] >> 4, best = -1;
   if (v == 4 ? len < 20 : v != 6 || len < 40) return session;
   const uint8_t *dst = v == 4 ? p + 16 : p + 24;
+  size_t alen = v == 4 ? 4 : 16;
+  if (sc->last_v == v && memcmp(sc->last_dst, dst, alen) == 0) return sc->last;
   for (int i = 0; i < sc->n; i++) {
     const int32_t *r = sc->cfg + TV_SC_BASE + i * TV_SC_FIELDS;
     int bits = r[2];
     if (r[1] != v || bits <= best || bits < 0 || bits > (v == 4 ? 32 : 128)) continue;
     if (prefix_match(dst, (const uint8_t *)(r + 3), bits)) best = bits, session = r[0];
   }
+  sc->last_v = v;
+  memcpy(sc->last_dst, dst, alen);
+  sc->last = session;
   return session;
 }
 
 /* One TUN batch to `session` (<= 0: dropped) or a shortcut's -> packets read (0: nothing to read). */
 static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet,
-                          const tv_shortcuts *sc) {
+                          tv_shortcuts *sc) {
   int n = tun_read(e, buf, meta, cap);
   if (n <= 0) return 0;
   for (int i = 0; i < n; i++) {
@@ -1829,7 +1839,7 @@ static int tun_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, in
 
 /* Up to TV_PUMP_BATCHES TUN batches (the other fd gets its turn) -> packets read. */
 static int tun_pump(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t session, int32_t outnet,
-                    const tv_shortcuts *sc) {
+                    tv_shortcuts *sc) {
   int total = 0;
   for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
     int n = tun_pump_batch(e, buf, meta, cap, session, outnet, sc);
@@ -1882,7 +1892,7 @@ static napi_value Engine_tunPumpTo(napi_env env, napi_callback_info info) {
   if (argc < 4 || !arg_batch(env, argv, 0, &b) || !arg_i32(env, argv[2], "session", &session) ||
       !arg_i32(env, argv[3], "outnet", &outnet))
     return NULL;
-  tv_shortcuts none = {NULL, 0};
+  tv_shortcuts none = {0};
   return make_i32(env, tun_pump(e, b.buf, b.meta, b.cap, session, outnet, &none));
 }
 
@@ -2002,7 +2012,7 @@ static void pump_run(tv_poller *p) {
   int32_t *cfg = q->cfg;
   if (!q->udp) {
     /* no JS runs in between: cfg holds; the count is bounded by the array JS gave */
-    tv_shortcuts sc = {cfg, 0};
+    tv_shortcuts sc = {.cfg = cfg};
     if (q->cfg_len > TV_SC_COUNT && cfg[TV_SC_COUNT] > 0) {
       size_t room = q->cfg_len > TV_SC_BASE ? (q->cfg_len - TV_SC_BASE) / TV_SC_FIELDS : 0;
       sc.n = cfg[TV_SC_COUNT] < (int32_t)room ? cfg[TV_SC_COUNT] : (int)room;
