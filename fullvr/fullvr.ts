@@ -571,16 +571,14 @@ export class FullVR {
   /** Health and load as reported to the authority. */
   heartbeat(): HeartbeatBody {
     const peers = this.peers?.metrics() ?? [];
+    // Shortcut members stay their own FullVR's members: not reported here, but they are load.
+    const own = this.members.list().filter((m) => !m.shortcut);
     return {
-      // Shortcut members stay their own FullVR's members: not reported here, but they are load.
-      members: this.members.list().filter((m) => !m.shortcut).length,
+      members: own.length,
       load: this.members.size,
       peersUp: peers.filter((p) => p.up).length,
       peers,
-      memberList: this.members
-        .list()
-        .filter((m) => !m.shortcut)
-        .map((m) => ({ network: m.network, address: m.address })),
+      memberList: own.map((m) => ({ network: m.network, address: m.address })),
     };
   }
 

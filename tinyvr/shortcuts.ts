@@ -102,9 +102,7 @@ export class Shortcuts {
   handleError(vr: number, receiverIndex: number): boolean {
     const l = this.links.get(vr);
     if (!l || l.state !== 'up' || l.remoteIndex !== receiverIndex) return false;
-    this.drop(l, 'the FullVR lost the session');
-    l.state = 'connecting';
-    l.initiator?.start();
+    this.redo(l, 'the FullVR lost the session');
     return true;
   }
 
@@ -115,12 +113,7 @@ export class Shortcuts {
       if (l.state === 'up') {
         this.o.engine.sendKeepalive(l.session);
         const last = Math.max(this.o.engine.sessionInfo(l.session)?.lastRxMs ?? 0, l.upAt);
-        if (now - last > SHORTCUT_SILENCE_MS) {
-          this.drop(l, `silent for ${Math.round(now - last)} ms`);
-          // Handshake again at once: it backs off by itself while the path stays dead.
-          l.state = 'connecting';
-          l.initiator?.start();
-        }
+        if (now - last > SHORTCUT_SILENCE_MS) this.redo(l, `silent for ${Math.round(now - last)} ms`);
       } else if (l.state === 'down' && !l.initiator && now >= l.retryAt) {
         l.state = 'resolving'; // its name did not resolve: try again
         void this.resolve(l);
@@ -243,6 +236,13 @@ export class Shortcuts {
     this.o.indices.release(session);
     this.counters.shortcuts_dropped++;
     log.warn('shortcut dropped, using our FullVR', { vr: link.offer.vr, why });
+  }
+
+  /** Drop a live shortcut and handshake again at once (backing off by itself while the path stays dead). */
+  private redo(link: Link, why: string): void {
+    this.drop(link, why);
+    link.state = 'connecting';
+    link.initiator?.start();
   }
 
   private close(link: Link): void {

@@ -140,9 +140,10 @@ export class TinyVR {
     }
     const batchTun = new PacketBatch(BATCH);
     const batchUdp = new PacketBatch(BATCH);
-    // Our decision is fixed (TUN -> the FullVR session; FullVR -> TUN if addressed to us), so
-    // the engine reads, decides and forwards by itself from its poll callback: a wake-up that
-    // carries only data never enters JS. JS hears of control messages (handshake answers, errors).
+    // Our decision is simple (TUN -> the FullVR session, or a shortcut's for its sites' subnets;
+    // FullVR -> TUN if addressed to us), so the engine reads, decides and forwards by itself from
+    // its poll callback: a wake-up that carries only data never enters JS. JS hears of control
+    // messages (handshake answers, errors) and keeps the shortcut routes in pumpCfg current.
     this.shortcuts = new Shortcuts({ engine: this.engine, indices: this.indices, pumpCfg: this.pumpCfg });
     this.engine.pumpTunNative(batchTun, this.pumpCfg);
     this.engine.pumpUdpNative(batchUdp, this.pumpCfg, this.own4, this.own6, (n) => this.afterUdp(batchUdp, n));
