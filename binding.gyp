@@ -21,7 +21,7 @@
         "shared/native/wake.c"
       ],
       "defines": ["_GNU_SOURCE"],
-      "cflags": ["-O2", "-Wall", "-Wno-deprecated-declarations"],
+      "cflags": ["-O2", "-Wall", "-Wno-deprecated-declarations", "-fvisibility=hidden"],
       "cflags_c": ["-std=gnu11"]
     }
   ]

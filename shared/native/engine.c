@@ -1,8 +1,9 @@
 /* N-API surface of the packet engine: module functions (openTun, openUdp, closeFd,
- * monotonicMs) and the Engine class. The hot paths (udpRecv, tunRead, forward)
- * handle a whole batch per call and never allocate per packet. Offloads (TUN TSO
- * and coalescing, UDP GRO and GSO) stay below the per-slot contract: every packet
- * is still one slot with its own meta (docs/interfaces.md). */
+ * monotonicMs), the Engine class's lifecycle, statistics and test hooks, and Init, which
+ * exports the methods the other files define (engine.h lists them). The hot paths
+ * (udp-rx.c, tun-rx.c, tx.c, pumps.c) handle a whole batch per call and never allocate
+ * per packet. Offloads (TUN TSO and coalescing, UDP GRO and GSO) stay below the per-slot
+ * contract: every packet is still one slot with its own meta (docs/interfaces.md). */
 #include <node_api.h>
 #include <uv.h>
 
