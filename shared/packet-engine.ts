@@ -52,6 +52,8 @@ export interface SessionInfo {
   lastRxMs: number;
   rxPackets: number;
   rxBytes: number;
+  /** DATA datagrams among rxPackets (the rest are keepalives). */
+  rxDataPackets: number;
   txPackets: number;
   txBytes: number;
   peerHost: string;

@@ -23,19 +23,23 @@
 #define TV_PUMP_BATCHES 16 /* batches per wake-up, as the JS pump: the other fd gets its turn */
 
 /* Shortcut routes of a TinyVR (cfg[TV_SC_COUNT] entries from cfg[TV_SC_BASE], TV_SC_FIELDS
- * each: session, family 4|6, prefix bits, then the prefix's 16 address bytes as 4 int32s):
+ * each: session, family 4|6, prefix bits, the prefix's 16 address bytes as 4 int32s, hits):
  * a packet whose destination lies in one goes to that session (a peer FullVR serving the
- * destination's site) instead of the default one. A handful of sites, so a linear scan. */
-enum { TV_SC_COUNT = 4, TV_SC_BASE = 8, TV_SC_FIELDS = 7, TV_SC_MAX = 16 };
+ * destination's site) instead of the default one; an entry with session 0 (a shortcut not
+ * open) sends it the default way. Either way the entry's hits count the packet: that is how
+ * the TinyVR sees which shortcuts are wanted (opened on demand, closed when idle). A handful
+ * of sites, so a linear scan. */
+enum { TV_SC_COUNT = 4, TV_SC_BASE = 8, TV_SC_FIELDS = 8, TV_SC_HITS = 7, TV_SC_MAX = 16 };
 
 typedef struct {
-  const int32_t *cfg; /* NULL: no shortcuts */
+  int32_t *cfg; /* NULL: no shortcuts */
   int n;
   /* the last answer: consecutive packets to one destination (a super-packet's segments)
    * reuse it instead of scanning again; valid for one wake-up (JS may rewrite cfg between) */
   int last_v;
   uint8_t last_dst[16];
   int32_t last;
+  int32_t *last_hits; /* the matching entry's hits, NULL: none matched */
 } tv_shortcuts;
 
 static int prefix_match(const uint8_t *a, const uint8_t *prefix, int bits) {
@@ -44,23 +48,27 @@ static int prefix_match(const uint8_t *a, const uint8_t *prefix, int bits) {
   return rest == 0 || ((a[full] ^ prefix[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
 }
 
-/* The session for a packet: the longest matching shortcut's, else `session`. */
+/* The session for a packet: the longest matching shortcut's if it is open, else `session`. */
 static int32_t shortcut_session(tv_shortcuts *sc, const uint8_t *p, int32_t len, int32_t session) {
   int v = p[0] >> 4, best = -1;
   if (v == 4 ? len < 20 : v != 6 || len < 40) return session;
   const uint8_t *dst = v == 4 ? p + 16 : p + 24;
   size_t alen = v == 4 ? 4 : 16;
-  if (sc->last_v == v && memcmp(sc->last_dst, dst, alen) == 0) return sc->last;
-  for (int i = 0; i < sc->n; i++) {
-    const int32_t *r = sc->cfg + TV_SC_BASE + i * TV_SC_FIELDS;
-    int bits = r[2];
-    if (r[1] != v || bits <= best || bits < 0 || bits > (v == 4 ? 32 : 128)) continue;
-    if (prefix_match(dst, (const uint8_t *)(r + 3), bits)) best = bits, session = r[0];
+  if (sc->last_v != v || memcmp(sc->last_dst, dst, alen) != 0) {
+    int32_t *hit = NULL, to = session;
+    for (int i = 0; i < sc->n; i++) {
+      int32_t *r = sc->cfg + TV_SC_BASE + i * TV_SC_FIELDS;
+      int bits = r[2];
+      if (r[1] != v || bits <= best || bits < 0 || bits > (v == 4 ? 32 : 128)) continue;
+      if (prefix_match(dst, (const uint8_t *)(r + 3), bits)) best = bits, hit = r + TV_SC_HITS, to = r[0] > 0 ? r[0] : session;
+    }
+    sc->last_v = v;
+    memcpy(sc->last_dst, dst, alen);
+    sc->last = to;
+    sc->last_hits = hit;
   }
-  sc->last_v = v;
-  memcpy(sc->last_dst, dst, alen);
-  sc->last = session;
-  return session;
+  if (sc->last_hits) *sc->last_hits = (int32_t)((uint32_t)*sc->last_hits + 1u); /* wraps; JS looks for a change */
+  return sc->last;
 }
 
 /* One TUN batch to `session` (<= 0: dropped) or a shortcut's -> packets read (0: nothing to read). */

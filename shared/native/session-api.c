@@ -186,7 +186,8 @@ napi_value Engine_sessionInfo(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_create_object(env, &obj));
   NAPI_CALL(env, napi_create_string_utf8(env, hs, NAPI_AUTO_LENGTH, &host));
   if (!set_num(env, obj, "lastRxMs", s->last_rx_ms) || !set_num(env, obj, "rxPackets", (double)s->rx_packets) ||
-      !set_num(env, obj, "rxBytes", (double)s->rx_bytes) || !set_num(env, obj, "txPackets", (double)s->tx_packets) ||
+      !set_num(env, obj, "rxBytes", (double)s->rx_bytes) ||
+      !set_num(env, obj, "rxDataPackets", (double)s->rx_data) || !set_num(env, obj, "txPackets", (double)s->tx_packets) ||
       !set_num(env, obj, "txBytes", (double)s->tx_bytes) ||
       napi_set_named_property(env, obj, "peerHost", host) != napi_ok ||
       !set_num(env, obj, "peerPort", s->ep.port)) {

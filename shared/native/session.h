@@ -19,6 +19,7 @@ typedef struct {
   tv_replay replay;
   double last_rx_ms;
   uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes;
+  uint64_t rx_data; /* DATA datagrams among rx_packets (the rest: keepalives) */
 } tv_session;
 
 typedef struct {

@@ -60,6 +60,7 @@ static int classify(tv_engine *e, uint8_t *d, size_t len, int truncated, const u
   s->last_rx_ms = now;
   s->rx_packets++;
   s->rx_bytes += len;
+  if (type == T_DATA) s->rx_data++;
   m[M_KIND] = type == T_DATA ? KIND_DATA : KIND_KEEPALIVE;
   m[M_LEN] = (int32_t)plen;
   m[M_OFF] = TV_HEADROOM;

@@ -7,6 +7,7 @@ import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { PUMP_CFG_LEN, SC_BASE, SC_COUNT, SC_HITS } from '../../tinyvr/shortcuts.js';
 import {
   Action,
   AuthMode,
@@ -1047,7 +1048,9 @@ describe.skipIf(!isRoot)('TUN (root)', () => {
     e.setSession(4, { peerHost: '127.0.0.1', peerPort: sniff.address().port, remoteIndex: 8, senderId: 3, mode: AuthMode.HMAC, txKey: key, rxKey: key });
     const batch = new PacketBatch(8);
     while (e.tunRead(batch) > 0);
-    const cfg = new Int32Array([4, 21]);
+    const cfg = new Int32Array(PUMP_CFG_LEN);
+    cfg[0] = 4;
+    cfg[1] = 21;
     let jsCalls = 0;
     e.onTunReadable(() => jsCalls++); // replaced by the pump below: must never run
     e.pumpTunNative(batch, cfg);
@@ -1078,6 +1081,38 @@ describe.skipIf(!isRoot)('TUN (root)', () => {
       await send(randomBytes(100));
       await waitUntil(() => got.some((d) => ours(d)));
       expect(ours(got.find((d) => ours(d))!)!.net).toBe(22);
+
+      // Shortcut routes (tinyvr/shortcuts.ts): an entry without a session (a shortcut not open)
+      // leaves its packets to cfg[0] but counts them; one with a session takes them.
+      const at = SC_BASE;
+      cfg[at] = 0;
+      cfg[at + 1] = 4;
+      cfg[at + 2] = 32;
+      new Uint8Array(cfg.buffer, (at + 3) * 4, 16).set([...peer.split('.').map(Number), ...new Array(12).fill(0)]);
+      cfg[at + SC_HITS] = 0;
+      cfg[SC_COUNT] = 1;
+      got.length = 0;
+      await send(randomBytes(100));
+      await waitUntil(() => got.some((d) => ours(d)));
+      expect(ours(got.find((d) => ours(d))!)!.ridx).toBe(8); // still the default session
+      expect(cfg[at + SC_HITS]).toBeGreaterThanOrEqual(1);
+      const sniff2 = dgram.createSocket('udp4');
+      const got2: Buffer[] = [];
+      sniff2.on('message', (m) => got2.push(m));
+      await new Promise<void>((r) => sniff2.bind(0, '127.0.0.1', () => r()));
+      try {
+        e.setSession(6, { peerHost: '127.0.0.1', peerPort: sniff2.address().port, remoteIndex: 9, senderId: 3, mode: AuthMode.HMAC, txKey: key, rxKey: key });
+        cfg[at] = 6;
+        const hits = cfg[at + SC_HITS]!;
+        got.length = 0;
+        await send(randomBytes(100));
+        await waitUntil(() => got2.some((d) => ours(d)));
+        expect(ours(got2.find((d) => ours(d))!)!.ridx).toBe(9); // the shortcut's session
+        expect(got.filter((d) => ours(d))).toEqual([]);
+        expect(cfg[at + SC_HITS]).toBeGreaterThan(hits);
+      } finally {
+        sniff2.close();
+      }
       expect(jsCalls).toBe(0);
     } finally {
       src.close();

@@ -17,7 +17,7 @@ function fakeEngine() {
     deleteSession: (i: number) => void lastRx.delete(i),
     sendKeepalive: () => {},
     sessionInfo: (i: number) =>
-      lastRx.has(i) ? { lastRxMs: lastRx.get(i)!, rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, peerHost: '203.0.113.2', peerPort: 4789 } : null,
+      lastRx.has(i) ? { lastRxMs: lastRx.get(i)!, rxPackets: 0, rxBytes: 0, rxDataPackets: 0, txPackets: 0, txBytes: 0, peerHost: '203.0.113.2', peerPort: 4789 } : null,
   };
   return { engine: engine as unknown as PacketEngine, lastRx };
 }
