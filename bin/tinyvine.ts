@@ -71,7 +71,8 @@ const commands: Record<string, Runner> = {
   --join-timeout SECONDS  give up if the FullVR does not answer (default 15)
   --moderation-us N     wake-up moderation under bulk load, 0 = off (default 500)
   --no-shortcuts        send all overlay traffic through our FullVR, even where it offers
-                        a direct session to the FullVR of the destination's site`;
+                        a direct session to the FullVR of the destination's site
+  --shortcut-idle SECONDS  close a shortcut unused this long, 0 = never (default 60)`;
     const o = parse(argv, TINYVR_FLAG_OPTIONS, usage);
     setLogComponent('tinyvr');
     const { loadTinyvrRaw, parseTinyvrConfig } = await import('../tinyvr/config.js');

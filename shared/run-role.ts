@@ -43,13 +43,14 @@ export const TINYVR_FLAG_OPTIONS = {
   'secondary-key': { type: 'string' },
   'secondary-token': { type: 'string' },
   'no-shortcuts': { type: 'boolean' },
+  'shortcut-idle': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 export type TinyvrFlags = FlagValues<typeof TINYVR_FLAG_OPTIONS>;
 
 /**
  * Overrides the keys of a raw (not yet validated) TinyVR config with the flags that were given;
- * returns `raw`. Throws UserError for a non-numeric --keepalive / --join-timeout / --moderation-us.
+ * returns `raw`. Throws UserError for a non-numeric --keepalive / --join-timeout / --moderation-us / --shortcut-idle.
  */
 export function applyTinyvrFlags(raw: Record<string, unknown>, o: TinyvrFlags): Record<string, unknown> {
   const num = (s: string | undefined, flag: string, unit = 'seconds') => {
@@ -69,6 +70,7 @@ export function applyTinyvrFlags(raw: Record<string, unknown>, o: TinyvrFlags): 
     joinTimeoutSeconds: num(o['join-timeout'], 'join-timeout'),
     moderationMicros: num(o['moderation-us'], 'moderation-us', 'microseconds'),
     shortcuts: o['no-shortcuts'] ? false : undefined,
+    shortcutIdleSeconds: num(o['shortcut-idle'], 'shortcut-idle'),
     secondary:
       o.secondary || o['secondary-key']
         ? { fullvr: o.secondary, fullvrKey: o['secondary-key'], ...(o['secondary-token'] ? { token: o['secondary-token'] } : {}) }

@@ -42,6 +42,10 @@ export const TinyvrConfigSchema = z.strictObject({
   // another site and send that site's traffic there (one FullVR fewer on the path); whatever
   // has no live shortcut goes through our FullVR. false: everything goes through our FullVR.
   shortcuts: z.boolean().default(true),
+  // a shortcut is opened when this VM first sends to that site, and closed again after this
+  // many seconds without a packet either way (its traffic goes through our FullVR until the
+  // next packet opens it again); 0: keep it open once opened
+  shortcutIdleSeconds: z.number().int().min(0).max(86400).default(60),
 });
 
 export type TinyvrConfig = z.output<typeof TinyvrConfigSchema>;

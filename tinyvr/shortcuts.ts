@@ -1,11 +1,15 @@
 // Shortcuts: besides its session with its own FullVR, a TinyVR opens a session straight to
-// each peer FullVR its FullVR offered (join answer `shortcuts`), and sends the traffic for
-// that peer's sites there: one FullVR fewer on the path, in both directions (the peer
-// delivers its sites' replies to us over the same session). Whatever is not up goes the
-// ordinary way, through our own FullVR: a shortcut is an optimisation, never a dependency.
+// a peer FullVR its FullVR offered (join answer `shortcuts`) once it has traffic for that
+// peer's sites, and sends that traffic there: one FullVR fewer on the path, in both
+// directions (the peer delivers its sites' replies to us over the same session). Whatever
+// is not up goes the ordinary way, through our own FullVR: a shortcut is an optimisation,
+// never a dependency. On demand, because each open shortcut costs a keepalive per second
+// both ways and a session at the peer: a VM talks to a few sites, not to every one. A
+// shortcut without a packet either way for `idleMs` is closed again.
 //
 // The native TUN pump picks the session per packet from the route entries written into the
-// shared pump configuration (engine.c, "Shortcut routes"); this module only maintains them.
+// shared pump configuration (pumps.c, "Shortcut routes") and counts the packets per entry,
+// open or not; this module maintains the entries and reads the counts once a second.
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { ipToBytes, parseCidr, parseEndpoint } from '../shared/cidr.js';
@@ -14,13 +18,14 @@ import { Initiator, type Established } from '../shared/initiator.js';
 import { log } from '../shared/log.js';
 import { monotonicMs, type PacketEngine } from '../shared/packet-engine.js';
 import type { SessionIndexAllocator } from '../shared/session-index.js';
-import { SHORTCUT_SILENCE_MS, type ShortcutOffer } from '../shared/shortcut-offer.js';
+import { SHORTCUT_KEEPALIVE_MS, SHORTCUT_SILENCE_MS, type ShortcutOffer } from '../shared/shortcut-offer.js';
 import { authModeOf, type AuthName } from '../shared/auth-mode.js';
 
 /** Layout of the route entries in the pump configuration (engine.c: TV_SC_*). */
 export const SC_COUNT = 4;
-const SC_BASE = 8;
-const SC_FIELDS = 7;
+export const SC_BASE = 8;
+export const SC_FIELDS = 8;
+export const SC_HITS = 7;
 export const SC_MAX = 16;
 export const PUMP_CFG_LEN = SC_BASE + SC_FIELDS * SC_MAX;
 
@@ -28,8 +33,17 @@ export const PUMP_CFG_LEN = SC_BASE + SC_FIELDS * SC_MAX;
 const RETRY_MS = 30_000;
 /** A refusal is deliberate (the peer's config or policy): ask again only this much later. */
 const REFUSED_RETRY_MS = 300_000;
+/** Default for closing an unused shortcut (TinyVR config `shortcutIdleSeconds`). */
+export const SHORTCUT_IDLE_SECONDS = 60;
+/**
+ * A closed shortcut's session still receives this long: the peer stops sending on it once
+ * it forgets us, SHORTCUT_SILENCE_MS + one expiry round after our last keepalive.
+ */
+const DRAIN_MS = SHORTCUT_SILENCE_MS + 3 * SHORTCUT_KEEPALIVE_MS;
 
-type State = 'resolving' | 'connecting' | 'up' | 'refused' | 'down';
+// idle: offered, not in use (no session); closing: closed for being idle, its session still
+// receives while the peer forgets us.
+type State = 'idle' | 'resolving' | 'connecting' | 'up' | 'closing' | 'refused' | 'down';
 
 interface Link {
   offer: ShortcutOffer;
@@ -47,6 +61,15 @@ interface Link {
   upAt: number;
   retryAt: number;
   reason?: string;
+  /** Last time a packet to its sites left (counted by the pump) or DATA arrived on its session. */
+  usedAt: number;
+  /** When it last became idle (or was created): used after this means wanted. */
+  idleAt: number;
+  /** When it started closing. */
+  closingAt: number;
+  /** DATA datagrams received on its session when last read, and when that count last moved. */
+  rxData: number;
+  rxAt: number;
 }
 
 export interface ShortcutOptions {
@@ -54,11 +77,15 @@ export interface ShortcutOptions {
   indices: SessionIndexAllocator;
   /** The pump configuration shared with the native TUN pump (PUMP_CFG_LEN entries). */
   pumpCfg: Int32Array;
+  /** Close a shortcut after this long without a packet either way (0: never). */
+  idleMs: number;
 }
 
 export class Shortcuts {
   private links = new Map<number, Link>();
-  readonly counters = { shortcuts_up: 0, shortcuts_dropped: 0, shortcuts_refused: 0 };
+  /** The link behind each route entry in pumpCfg, and the entry's hits when last read. */
+  private entries: Array<{ link: Link; hits: number }> = [];
+  readonly counters = { shortcuts_up: 0, shortcuts_dropped: 0, shortcuts_refused: 0, shortcuts_closed_idle: 0 };
 
   constructor(private o: ShortcutOptions) {}
 
@@ -83,10 +110,10 @@ export class Shortcuts {
         log.warn('shortcut offer ignored', { vr: offer.vr, error: (e as Error).message });
         continue;
       }
-      const link: Link = { offer, key, name: ep.host, host: ep.host, port: ep.port, initiator: null, state: 'resolving', session: 0, remoteIndex: 0, routes: [], upAt: 0, retryAt: 0 };
+      const now = monotonicMs();
+      const link: Link = { offer, key, name: ep.host, host: ep.host, port: ep.port, initiator: null, state: 'idle', session: 0, remoteIndex: 0, routes: [], upAt: 0, retryAt: 0, usedAt: 0, idleAt: now, closingAt: 0, rxData: 0, rxAt: 0 };
       this.links.set(offer.vr, link);
       keep.add(offer.vr);
-      void this.resolve(link);
     }
     for (const [vr, link] of this.links) if (!keep.has(vr)) this.close(link);
     this.writeRoutes();
@@ -106,20 +133,39 @@ export class Shortcuts {
     return true;
   }
 
-  /** Every SHORTCUT_KEEPALIVE_MS: keepalives on live shortcuts, drop silent ones, retry refused ones when due. */
+  /**
+   * Every SHORTCUT_KEEPALIVE_MS: open the shortcuts that got traffic, close those idle for
+   * idleMs, keepalives on live ones, drop silent ones, retry refused or unresolved ones when
+   * due (while wanted).
+   */
   tick(): void {
     const now = monotonicMs();
+    this.readUse(now);
     for (const l of this.links.values()) {
-      if (l.state === 'up') {
+      const wanted = l.usedAt > l.idleAt && (this.o.idleMs === 0 || now - l.usedAt <= this.o.idleMs);
+      if (l.state === 'idle') {
+        if (wanted) this.open(l);
+      } else if (l.state === 'up') {
+        if (!wanted) {
+          this.beginClose(l, now);
+          continue;
+        }
         this.o.engine.sendKeepalive(l.session);
         const last = Math.max(this.o.engine.sessionInfo(l.session)?.lastRxMs ?? 0, l.upAt);
         if (now - last > SHORTCUT_SILENCE_MS) this.redo(l, `silent for ${Math.round(now - last)} ms`);
+      } else if (l.state === 'closing') {
+        if (now - Math.max(l.closingAt, l.rxAt) >= DRAIN_MS) this.finishClose(l, now);
+      } else if (l.state === 'refused') {
+        // A refusal holds for REFUSED_RETRY_MS; then ask again only if still wanted.
+        if (now < l.retryAt) continue;
+        if (wanted) this.open(l);
+        else this.toIdle(l, now);
+      } else if (!wanted) {
+        // Connecting to (or waiting to retry) a peer nobody needs any more: stop asking.
+        this.toIdle(l, now);
       } else if (l.state === 'down' && !l.initiator && now >= l.retryAt) {
         l.state = 'resolving'; // its name did not resolve: try again
         void this.resolve(l);
-      } else if (l.state === 'refused' && l.initiator && now >= l.retryAt) {
-        l.state = 'connecting';
-        l.initiator.start();
       }
     }
   }
@@ -130,6 +176,7 @@ export class Shortcuts {
   }
 
   status(): Array<Record<string, unknown>> {
+    const now = monotonicMs();
     return [...this.links.values()].map((l) => ({
       vr: l.offer.vr,
       endpoint: l.offer.endpoint,
@@ -137,7 +184,72 @@ export class Shortcuts {
       session: l.session || undefined,
       routes: l.routes,
       reason: l.reason,
+      // seconds since its last packet either way (null: never used)
+      idleSeconds: l.usedAt > 0 ? Math.floor((now - l.usedAt) / 1000) : null,
     }));
+  }
+
+  /** Traffic since the last tick: packets the pump sent (or would have sent) to each link's sites, DATA received on its session. */
+  private readUse(now: number): void {
+    const cfg = this.o.pumpCfg;
+    this.entries.forEach((x, i) => {
+      const hits = cfg[SC_BASE + i * SC_FIELDS + SC_HITS]!;
+      if (hits !== x.hits) x.link.usedAt = now;
+      x.hits = hits;
+    });
+    for (const l of this.links.values()) {
+      if (l.state !== 'up' && l.state !== 'closing') continue;
+      const rx = this.o.engine.sessionInfo(l.session)?.rxDataPackets ?? l.rxData;
+      if (rx !== l.rxData) l.usedAt = l.rxAt = now;
+      l.rxData = rx;
+    }
+  }
+
+  /** Wanted: handshake (resolving the name first where it is one). */
+  private open(link: Link): void {
+    link.reason = undefined;
+    if (link.initiator) {
+      link.state = 'connecting';
+      link.initiator.start();
+    } else {
+      link.state = 'resolving';
+      void this.resolve(link);
+    }
+  }
+
+  /**
+   * Idle: its sites' traffic goes through our FullVR again and keepalives stop, so the peer
+   * forgets us; the session keeps receiving until the peer has stopped using it (DRAIN_MS
+   * after the last DATA on it), so nothing in flight towards us is lost. Traffic meanwhile
+   * opens it again afterwards, with a new session.
+   */
+  private beginClose(link: Link, now: number): void {
+    link.state = 'closing';
+    link.closingAt = now;
+    link.routes = [];
+    link.reason = `idle for ${Math.round((now - link.usedAt) / 1000)} s`;
+    this.writeRoutes();
+    this.counters.shortcuts_closed_idle++;
+    log.info('shortcut closed (idle), using our FullVR', { vr: link.offer.vr, reason: link.reason });
+  }
+
+  private finishClose(link: Link, now: number, reopen = true): void {
+    const session = link.session;
+    link.session = 0;
+    this.o.engine.deleteSession(session);
+    this.o.indices.release(session);
+    this.toIdle(link, now);
+    // Used while closing: open again at once (a new session; the peer forgot the old one).
+    if (reopen && link.usedAt > link.closingAt) {
+      link.idleAt = link.closingAt;
+      this.open(link);
+    }
+  }
+
+  private toIdle(link: Link, now: number): void {
+    link.initiator?.stop();
+    link.state = 'idle';
+    link.idleAt = now;
   }
 
   private async resolve(link: Link): Promise<void> {
@@ -152,7 +264,7 @@ export class Shortcuts {
         return;
       }
     }
-    if (this.links.get(link.offer.vr) !== link) return; // replaced or closed meanwhile
+    if (this.links.get(link.offer.vr) !== link || link.state !== 'resolving') return; // replaced, closed or idle meanwhile
     link.initiator = new Initiator({
       engine: this.o.engine,
       indices: this.o.indices,
@@ -182,13 +294,16 @@ export class Shortcuts {
     // Only what our own FullVR offered, and only what the peer says it serves.
     const served = Array.isArray(p.routes) ? p.routes.filter((r): r is string => typeof r === 'string') : [];
     const routes = link.offer.routes.filter((r) => served.includes(r));
-    if (this.links.get(link.offer.vr) !== link || !routes.length) {
+    if (this.links.get(link.offer.vr) !== link || link.state !== 'connecting') {
+      this.o.indices.release(s.index); // closed or gone idle meanwhile
+      return;
+    }
+    if (!routes.length) {
       this.o.indices.release(s.index);
-      if (this.links.get(link.offer.vr) === link) {
-        link.initiator?.stop();
-        link.state = 'refused';
-        link.reason = 'the FullVR serves none of the offered routes';
-      }
+      link.initiator?.stop();
+      link.state = 'refused';
+      link.reason = 'the FullVR serves none of the offered routes';
+      link.retryAt = monotonicMs() + REFUSED_RETRY_MS;
       return;
     }
     const old = link.session;
@@ -208,6 +323,7 @@ export class Shortcuts {
       return;
     }
     link.session = s.index;
+    link.rxData = 0; // a new session counts from 0
     link.remoteIndex = s.remoteIndex;
     link.routes = routes;
     link.state = 'up';
@@ -248,30 +364,37 @@ export class Shortcuts {
   private close(link: Link): void {
     link.initiator?.stop();
     if (link.state === 'up') this.drop(link, 'no longer offered');
+    if (link.state === 'closing') this.finishClose(link, monotonicMs(), false);
     this.links.delete(link.offer.vr);
   }
 
-  /** Rewrite the route entries for the native pump; the count last, so it never reads a half-written entry. */
+  /**
+   * Rewrite the route entries for the native pump: a live shortcut's confirmed routes with its
+   * session, any other's offered routes with session 0 (sent through our FullVR, but counted:
+   * that is the demand that opens it). The count last, so the pump never reads a half-written
+   * entry; hits carry over per link (a rewrite is no use).
+   */
   private writeRoutes(): void {
     const cfg = this.o.pumpCfg;
     cfg[SC_COUNT] = 0;
-    let n = 0;
+    const entries: Array<{ link: Link; hits: number }> = [];
     for (const l of this.links.values()) {
-      if (l.state !== 'up') continue;
-      for (const r of l.routes) {
-        if (n === SC_MAX) break;
+      for (const r of l.state === 'up' ? l.routes : l.offer.routes) {
+        if (entries.length === SC_MAX) break;
         const c = parseCidr(r);
-        const at = SC_BASE + n * SC_FIELDS;
+        const at = SC_BASE + entries.length * SC_FIELDS;
         const addr = new Uint8Array(16);
         addr.set(ipToBytes(c.network));
-        cfg[at] = l.session;
+        cfg[at] = l.state === 'up' ? l.session : 0;
         cfg[at + 1] = c.family;
         cfg[at + 2] = c.bits;
         new Uint8Array(cfg.buffer, cfg.byteOffset + (at + 3) * 4, 16).set(addr);
-        n++;
+        cfg[at + SC_HITS] = 0;
+        entries.push({ link: l, hits: 0 });
       }
     }
-    cfg[SC_COUNT] = n;
+    this.entries = entries;
+    cfg[SC_COUNT] = entries.length;
   }
 }
 

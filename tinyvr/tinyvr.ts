@@ -144,7 +144,7 @@ export class TinyVR {
     // FullVR -> TUN if addressed to us), so the engine reads, decides and forwards by itself from
     // its poll callback: a wake-up that carries only data never enters JS. JS hears of control
     // messages (handshake answers, errors) and keeps the shortcut routes in pumpCfg current.
-    this.shortcuts = new Shortcuts({ engine: this.engine, indices: this.indices, pumpCfg: this.pumpCfg });
+    this.shortcuts = new Shortcuts({ engine: this.engine, indices: this.indices, pumpCfg: this.pumpCfg, idleMs: this.cfg.shortcutIdleSeconds * 1000 });
     this.engine.pumpTunNative(batchTun, this.pumpCfg);
     this.engine.pumpUdpNative(batchUdp, this.pumpCfg, this.own4, this.own6, (n) => this.afterUdp(batchUdp, n));
     this.initiator = new Initiator({

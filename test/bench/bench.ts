@@ -321,13 +321,13 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         tempDirs.add(o.dir);
         await o.startAllFullvrs();
         await waitFor(async () => (await o.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 15_000);
-        const extra = noShortcuts ? ['--no-shortcuts'] : [];
+        // Shortcuts open on traffic and close when idle; between its rounds a variant's lab is
+        // idle for minutes, so keep them open: each round measures the shortcut path throughout.
+        const extra = noShortcuts ? ['--no-shortcuts'] : ['--shortcut-idle', '0'];
         await Promise.all([o.startTinyvr('a1', 'a', 1, extra), o.startTinyvr('b1', 'b', 1, extra)]);
-        // Measure the route the variant names: with shortcuts, only once both are up.
-        if (!noShortcuts) {
-          const up = async (vm: string) => (await o.tinyvrStatus(vm)).shortcuts.some((x: any) => x.state === 'up');
-          await waitFor(async () => (await up('a1')) && (await up('b1')), 10_000);
-        }
+        // Measure the route the variant names: with shortcuts, only once both are up (a ping's
+        // request opens a1's, its reply b1's).
+        if (!noShortcuts) await Promise.all([o.openShortcut('a1', l.addr('b1'), 2), o.openShortcut('b1', l.addr('a1'), 1)]);
         const p = await l.ping('a1', l.addr('b1'), { count: 3, interval: 0.2, waitS: 2 });
         if (p.received === 0) fail(`${key}: connectivity a1 -> b1`, new Error(`no ping reply\n${p.output}`));
         else modeUp.set(key, true);

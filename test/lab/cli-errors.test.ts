@@ -52,6 +52,7 @@ describe('configuration and flag errors', () => {
     ['bad keepalive', () => ['tinyvr', '--fullvr', '192.0.2.1:4789', '--fullvr-key', key.publicKey, '--token', 'x'.repeat(20), '--keepalive', '60'], /keepalive/i],
     ['bad moderation', () => ['tinyvr', '--fullvr', '192.0.2.1:4789', '--fullvr-key', key.publicKey, '--token', 'x'.repeat(20), '--moderation-us', '5'], /moderationMicros: must be 0 \(off\) or 10\.\.100000/],
     ['moderation not a number', () => ['tinyvr', '--fullvr', '192.0.2.1:4789', '--fullvr-key', key.publicKey, '--token', 'x'.repeat(20), '--moderation-us', 'fast'], /--moderation-us: "fast" is not a whole number of microseconds/],
+    ['shortcut idle not a number', () => ['tinyvr', '--fullvr', '192.0.2.1:4789', '--fullvr-key', key.publicKey, '--token', 'x'.repeat(20), '--shortcut-idle', 'soon'], /--shortcut-idle: "soon" is not a whole number of seconds/],
     ['bad key', () => ['tinyvr', '--fullvr', '192.0.2.1:4789', '--fullvr-key', 'abc', '--token', 'x'.repeat(20)], /fullvrKey|key/],
   ])('%s -> one line, non-zero exit', async (_name, args, re) => {
     const r = await cli(args());

@@ -200,6 +200,18 @@ export class Overlay {
     return this.status(vm, TINYVR_CONTROL);
   }
 
+  /** Pings `to` from `vm` until vm's shortcut to FullVR `vr` is up (shortcuts open on traffic). */
+  async openShortcut(vm: string, to: string, vr: number, timeoutMs = 10_000): Promise<void> {
+    await waitFor(
+      async () => {
+        await this.lab.ping(vm, to, { count: 1, waitS: 0.5 });
+        return (await this.tinyvrStatus(vm)).shortcuts.some((s: any) => s.vr === vr && s.state === 'up');
+      },
+      timeoutMs,
+      200,
+    );
+  }
+
   async stop(): Promise<void> {
     await Promise.all([...this.tinyvrs.values()].map((h) => h.kill('SIGTERM', 3000)));
     await Promise.all([...this.fullvrs.values()].map((f) => f.proc?.kill('SIGTERM', 3000)));

@@ -188,8 +188,9 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
   });
 
   it('a member cannot send with a source address that is not its own (unknown source dropped)', async () => {
-    await lab.exec('a1', ['ip', 'addr', 'add', '10.9.9.9/32', 'dev', 'lo']);
     // a1 sends to site b over its shortcut: FullVR b is the one that checks (and drops).
+    await ov.openShortcut('a1', '10.2.0.11', 2);
+    await lab.exec('a1', ['ip', 'addr', 'add', '10.9.9.9/32', 'dev', 'lo']);
     const before = (await ov.fullvrStatus('b')).drops;
     const r = await lab.ping('a1', '10.2.0.11', { count: 3, source: '10.9.9.9', waitS: 1 });
     expect(r.received).toBe(0);

@@ -1,6 +1,7 @@
 // Shortcuts: a TinyVR sends another site's traffic straight to that site's FullVR (which
 // its own FullVR vouched for it to), so the path crosses one FullVR instead of two, both
 // ways; where the direct path dies, traffic goes through its own FullVR again within seconds.
+// They open on the first packet to that site and close when idle, losing nothing in flight.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,16 +21,29 @@ describe.skipIf(!support.ok)('shortcuts to the FullVR of the destination site', 
   /** Datagrams FullVR `site` sent to its peer FullVRs (current sessions). */
   const toPeers = async (site: string) => (await ov.fullvrStatus(site)).peers.reduce((n: number, p: any) => n + p.txPackets, 0) as number;
   const shortcutTo = async (vm: string, vr: number) => (await ov.tinyvrStatus(vm)).shortcuts.find((s: any) => s.vr === vr);
+  let beforeTraffic: any[] = [];
 
   beforeAll(async () => {
-    lab = await createLab({ sites: [cloud('a', ['a1']), cloud('b', ['b1']), cloud('c', ['c1'])] });
+    // a2 closes idle shortcuts after 2 s; b2 takes none, so FullVR b delivers its packets for
+    // a2 over a2's shortcut session (FullVR b knows a2 as a shortcut member).
+    lab = await createLab({ sites: [cloud('a', ['a1', 'a2']), cloud('b', ['b1', 'b2']), cloud('c', ['c1'])] });
     // FullVR c takes no shortcuts (shortcuts: false): a1's shortcut there is refused.
     ov = new Overlay(lab, [blueNetwork(['a', 'b', 'c'])], ['a', 'b', 'c'], { shortcutsOff: ['c'] });
     await ov.startAllFullvrs();
     await ov.waitPeersUp();
-    await Promise.all([ov.startTinyvr('a1', 'a', 1), ov.startTinyvr('b1', 'b', 1), ov.startTinyvr('c1', 'c', 1, ['--no-shortcuts'])]);
-    // FullVR ids follow the site order: a 1, b 2, c 3.
-    await waitFor(async () => (await shortcutTo('a1', 2))?.state === 'up' && (await shortcutTo('b1', 1))?.state === 'up', 10_000);
+    await Promise.all([
+      ov.startTinyvr('a1', 'a', 1),
+      ov.startTinyvr('b1', 'b', 1),
+      ov.startTinyvr('c1', 'c', 1, ['--no-shortcuts']),
+      ov.startTinyvr('a2', 'a', 1, ['--shortcut-idle', '2']),
+      ov.startTinyvr('b2', 'b', 1, ['--no-shortcuts']),
+    ]);
+    beforeTraffic = (await ov.tinyvrStatus('a1')).shortcuts;
+    // FullVR ids follow the site order: a 1, b 2, c 3. A ping's request opens a1's shortcut to
+    // FullVR b, its reply b1's to FullVR a; a1's to FullVR c is refused.
+    await ov.openShortcut('a1', '10.2.0.11', 2);
+    await ov.openShortcut('b1', '10.1.0.11', 1);
+    await lab.ping('a1', '10.3.0.11', { count: 1, waitS: 1 });
   }, 60_000);
 
   afterAll(async () => {
@@ -38,7 +52,12 @@ describe.skipIf(!support.ok)('shortcuts to the FullVR of the destination site', 
     rmSync(files, { recursive: true, force: true });
   });
 
-  it('a TinyVR has a shortcut to each other site that takes them; its routes are exactly that site', async () => {
+  it('a TinyVR has a shortcut to each other site that takes them, opened by traffic; its routes are exactly that site', async () => {
+    // offered, but nothing sent yet: no session
+    expect(beforeTraffic.map((x: any) => [x.vr, x.state, x.session])).toEqual([
+      [2, 'idle', undefined],
+      [3, 'idle', undefined],
+    ]);
     await waitFor(async () => (await shortcutTo('a1', 3))?.state === 'refused', 10_000);
     const st = await ov.tinyvrStatus('a1');
     const byVr = Object.fromEntries(st.shortcuts.map((s: any) => [s.vr, s]));
@@ -148,4 +167,56 @@ print('sha',h.hexdigest(),flush=True)"`]);
     expect(back).toBeLessThan(5000);
     await waitFor(async () => (await shortcutTo('a1', 2))?.state === 'up', 10_000, 200);
   }, 30_000);
+  it('an idle shortcut closes: the peer forgets the member, and the next packet opens it again', async () => {
+    expect((await shortcutTo('a2', 2)).state).toBe('idle'); // a2 sent nothing yet
+    const t0 = Date.now();
+    await ov.openShortcut('a2', '10.2.0.11', 2);
+    const opened = Date.now() - t0;
+    expect((await ov.fullvrStatus('b')).members.find((m: any) => m.address === '10.1.0.12')).toMatchObject({ shortcut: true });
+    // Silence: closed after 2 s idle, then idle once the session drained; with no keepalive
+    // from a2 any more, FullVR b forgets the member.
+    const t1 = Date.now();
+    await waitFor(async () => (await shortcutTo('a2', 2)).state === 'closing', 10_000, 100);
+    const closing = Date.now() - t1;
+    await waitFor(async () => (await shortcutTo('a2', 2)).state === 'idle', 15_000, 200);
+    const idle = Date.now() - t1;
+    expect((await ov.fullvrStatus('b')).members.find((m: any) => m.address === '10.1.0.12')).toBeUndefined();
+    const st = await ov.tinyvrStatus('a2');
+    expect(st.counters.shortcuts_closed_idle).toBeGreaterThanOrEqual(1);
+    expect(st.shortcuts.find((x: any) => x.vr === 2).session).toBeUndefined();
+    console.log(`a2's shortcut: up ${opened} ms after its first ping; closing ${closing} ms after the last, idle ${idle} ms after it`);
+    expect(closing).toBeLessThan(5000);
+    // The next packet goes through FullVR a at once and opens the shortcut again.
+    expect((await lab.ping('a2', '10.2.0.11', { count: 1, waitS: 1 })).ok).toBe(true);
+    await ov.openShortcut('a2', '10.2.0.11', 2);
+  }, 60_000);
+
+  it('packets arriving for a closing shortcut are delivered (none lost while the peer forgets it)', async () => {
+    await ov.openShortcut('a2', '10.2.0.11', 2);
+    await waitFor(async () => (await shortcutTo('a2', 2)).state === 'closing', 10_000, 50);
+    // 1.5 s later (a2 sent its last keepalive on it 1-2.5 s ago; a TinyVR that let the session
+    // go at once would have done so by now), b2 -> a2: FullVR b delivers over a2's shortcut
+    // session until it forgets a2 (4-5 s after that keepalive), then through FullVR a; a2 only
+    // listens, so it sends nothing back.
+    const srv = lab.spawn('a2', ['python3', '-c', `import socket
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('10.1.0.12',5300));s.settimeout(6);print('listening',flush=True)
+n=0
+try:
+  while True:
+    s.recv(2048);n+=1
+except socket.timeout: pass
+print('got',n,flush=True)`]);
+    await srv.waitForLog(/listening/, 5000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const rxBefore = (await ov.tinyvrStatus('a2')).engine.rx_datagrams;
+    await lab.exec('b2', ['python3', '-c', `import socket,time
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+for i in range(80):
+  s.sendto(b'x'*200,('10.1.0.12',5300));time.sleep(0.1)`], { timeoutMs: 30_000 });
+    await srv.exited;
+    const st = await ov.tinyvrStatus('a2');
+    console.log(`b2 -> a2 while a2's shortcut closed: ${srv.log().trim().split('\n').pop()}; a2's shortcut now ${st.shortcuts.find((x: any) => x.vr === 2).state}`);
+    expect(srv.log()).toContain('got 80');
+    expect(st.engine.rx_datagrams - rxBefore).toBeGreaterThanOrEqual(80);
+  }, 60_000);
 });

@@ -289,6 +289,7 @@ describe('TinyVR config', () => {
       joinTimeoutSeconds: 15,
       moderationMicros: 500,
       shortcuts: true,
+      shortcutIdleSeconds: 60,
       statusFile: '/run/tinyvine/status.json',
     });
     expect(parseTinyvrConfig({ ...baseTinyvr(), fullvr: '[2001:db8::1]:4789', tun: { name: 'ovl0' } }, 'x').tun.name).toBe('ovl0');
@@ -304,6 +305,8 @@ describe('TinyVR config', () => {
     ['keepalive above 25', (c) => (c.keepaliveSeconds = 26), 'tinyvr.yaml: keepaliveSeconds: must be <= 25 (got 26)'],
     ['moderation too long', (c) => (c.moderationMicros = 200000), 'tinyvr.yaml: moderationMicros: must be 0 (off) or 10..100000 microseconds'],
     ['moderation not whole', (c) => (c.moderationMicros = 2.5), 'tinyvr.yaml: moderationMicros: expected an integer, got 2.5'],
+    ['shortcut idle negative', (c) => (c.shortcutIdleSeconds = -1), 'tinyvr.yaml: shortcutIdleSeconds: must be >= 0'],
+    ['shortcut idle over a day', (c) => (c.shortcutIdleSeconds = 90000), 'tinyvr.yaml: shortcutIdleSeconds: must be <= 86400'],
     ['missing key', (c) => delete c.fullvrKey, 'tinyvr.yaml: fullvrKey: is required'],
     ['bad key', (c) => (c.fullvrKey = 'nope'), 'tinyvr.yaml: fullvrKey: must be a 32-byte key in base64'],
     ['bad endpoint', (c) => (c.fullvr = '[2001:db8::1]4789'), 'tinyvr.yaml: fullvr: "[2001:db8::1]4789" is not a valid endpoint'],
