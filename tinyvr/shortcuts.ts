@@ -21,7 +21,7 @@ import type { SessionIndexAllocator } from '../shared/session-index.js';
 import { SHORTCUT_KEEPALIVE_MS, SHORTCUT_SILENCE_MS, type ShortcutOffer } from '../shared/shortcut-offer.js';
 import { authModeOf, type AuthName } from '../shared/auth-mode.js';
 
-/** Layout of the route entries in the pump configuration (engine.c: TV_SC_*). */
+/** Layout of the route entries in the pump configuration (shared/native/pumps.c: TV_SC_*). */
 export const SC_COUNT = 4;
 export const SC_BASE = 8;
 export const SC_FIELDS = 8;
