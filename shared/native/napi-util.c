@@ -52,26 +52,27 @@ bool set_num(napi_env env, napi_value obj, const char *key, double v) {
   return napi_create_double(env, v, &n) == napi_ok && napi_set_named_property(env, obj, key, n) == napi_ok;
 }
 
-bool arg_i32(napi_env env, napi_value v, const char *name, int32_t *out) {
+static bool arg_number(napi_env env, napi_value v, const char *name) {
   napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a number", name);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
-  return napi_get_value_int32(env, v, out) == napi_ok;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_number) return true;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s must be a number", name);
+  napi_throw_type_error(env, NULL, msg);
+  return false;
+}
+
+bool arg_i32(napi_env env, napi_value v, const char *name, int32_t *out) {
+  return arg_number(env, v, name) && napi_get_value_int32(env, v, out) == napi_ok;
 }
 
 bool arg_u32(napi_env env, napi_value v, const char *name, uint32_t *out) {
-  napi_valuetype t;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a number", name);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
-  return napi_get_value_uint32(env, v, out) == napi_ok;
+  return arg_number(env, v, name) && napi_get_value_uint32(env, v, out) == napi_ok;
+}
+
+void throw_usage(napi_env env, const char *usage) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) napi_throw_type_error(env, NULL, usage);
 }
 
 bool arg_str(napi_env env, napi_value v, const char *name, char *buf, size_t size) {

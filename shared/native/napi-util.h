@@ -24,6 +24,8 @@ napi_value undefined(napi_env env);
 bool set_num(napi_env env, napi_value obj, const char *key, double v);
 bool arg_i32(napi_env env, napi_value v, const char *name, int32_t *out);
 bool arg_u32(napi_env env, napi_value v, const char *name, uint32_t *out);
+/* A TypeError naming the call's usage, unless an argument check already threw. */
+void throw_usage(napi_env env, const char *usage);
 bool arg_str(napi_env env, napi_value v, const char *name, char *buf, size_t size);
 /* Typed array of the expected element type; the pointer already includes byteOffset. */
 bool arg_typed(napi_env env, napi_value v, napi_typedarray_type want, const char *name, void **data,

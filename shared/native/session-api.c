@@ -119,9 +119,7 @@ napi_value Engine_setSessionEndpoint(napi_env env, napi_callback_info info) {
   uint32_t index;
   tv_endpoint ep;
   if (argc < 3 || !arg_index(env, argv[0], &index) || !parse_peer(env, e, argv[1], argv[2], &ep)) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_type_error(env, NULL, "setSessionEndpoint(index, host, port)");
+    throw_usage(env, "setSessionEndpoint(index, host, port)");
     return NULL;
   }
   tv_session *s = tv_session_get(&e->sessions, index);
@@ -154,18 +152,23 @@ napi_value Engine_setMtu(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
-napi_value Engine_deleteSession(napi_env env, napi_callback_info info) {
+/* The engine and the session index of a call (index): NULL with an exception pending otherwise. */
+tv_engine *engine_and_index(napi_env env, napi_callback_info info, const char *usage, uint32_t *index) {
   size_t argc = 1;
   napi_value argv[1];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
-  uint32_t index;
-  if (argc < 1 || !arg_index(env, argv[0], &index)) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_type_error(env, NULL, "deleteSession(index)");
+  if (argc < 1 || !arg_index(env, argv[0], index)) {
+    throw_usage(env, usage);
     return NULL;
   }
+  return e;
+}
+
+napi_value Engine_deleteSession(napi_env env, napi_callback_info info) {
+  uint32_t index;
+  tv_engine *e = engine_and_index(env, info, "deleteSession(index)", &index);
+  if (!e) return NULL;
   tv_session_delete(&e->sessions, index);
   e->session_epoch++;
   return undefined(env);

@@ -343,17 +343,9 @@ void forward_batch(tv_engine *e, uint8_t *buf, int32_t *meta, int n, int cap) {
 }
 
 napi_value Engine_sendKeepalive(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  tv_engine *e = unwrap_this(env, info, &argc, argv);
-  if (!e) return NULL;
   uint32_t index;
-  if (argc < 1 || !arg_index(env, argv[0], &index)) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_type_error(env, NULL, "sendKeepalive(index)");
-    return NULL;
-  }
+  tv_engine *e = engine_and_index(env, info, "sendKeepalive(index)", &index);
+  if (!e) return NULL;
   if (e->closed) return undefined(env);
   tv_session *s = tv_session_get(&e->sessions, index);
   if (!s) {
@@ -389,9 +381,7 @@ napi_value Engine_sendRaw(napi_env env, napi_callback_info info) {
   size_t len;
   if (argc < 3 || !parse_peer(env, e, argv[0], argv[1], &ep) ||
       !arg_typed(env, argv[2], napi_uint8_array, "data", &data, &len)) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_type_error(env, NULL, "sendRaw(host, port, data)");
+    throw_usage(env, "sendRaw(host, port, data)");
     return NULL;
   }
   if (e->closed) return undefined(env);

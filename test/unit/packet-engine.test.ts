@@ -597,6 +597,12 @@ describe('DATA exchange between two engines', () => {
     // An IPv4-only socket cannot take an IPv6 peer.
     const v4 = engine();
     expect(() => v4.e.setSession(1, { peerHost: '::1', peerPort: 1, remoteIndex: 1, senderId: 1, mode: AuthMode.NONE, txKey: key, rxKey: key })).toThrow(/IPv6/);
+    // Session-index arguments: a range error for a bad index, the call's usage when it is missing.
+    const bad = v4.e as unknown as Record<string, (...a: unknown[]) => unknown>;
+    expect(() => bad.deleteSession!.call(v4.e, 0)).toThrow(/session index must be 1\.\.65535/);
+    expect(() => bad.sendKeepalive!.call(v4.e, 70000)).toThrow(/session index must be 1\.\.65535/);
+    expect(() => bad.sendKeepalive!.call(v4.e, 'x')).toThrow(/index must be a number/);
+    expect(() => bad.sessionInfo!.call(v4.e, 'x')).toThrow(/index must be a number/);
   });
 });
 
