@@ -171,7 +171,7 @@ export class Shortcuts {
   }
 
   stop(): void {
-    for (const l of this.links.values()) this.close(l);
+    for (const l of this.links.values()) this.close(l, 'the TinyVR is stopping');
     this.writeRoutes();
   }
 
@@ -340,7 +340,7 @@ export class Shortcuts {
   }
 
   /** Take a live shortcut out of use: its routes first, so no packet is sent on a deleted session. */
-  private drop(link: Link, why: string): void {
+  private drop(link: Link, why: string, expected = false): void {
     if (link.state !== 'up') return;
     const session = link.session;
     link.state = 'down';
@@ -351,7 +351,9 @@ export class Shortcuts {
     this.o.engine.deleteSession(session);
     this.o.indices.release(session);
     this.counters.shortcuts_dropped++;
-    log.warn('shortcut dropped, using our FullVR', { vr: link.offer.vr, why });
+    const fields = { vr: link.offer.vr, why };
+    if (expected) log.info('shortcut dropped, using our FullVR', fields);
+    else log.warn('shortcut dropped, using our FullVR', fields);
   }
 
   /** Drop a live shortcut and handshake again at once (backing off by itself while the path stays dead). */
@@ -361,9 +363,9 @@ export class Shortcuts {
     link.initiator?.start();
   }
 
-  private close(link: Link): void {
+  private close(link: Link, why = 'no longer offered'): void {
     link.initiator?.stop();
-    if (link.state === 'up') this.drop(link, 'no longer offered');
+    if (link.state === 'up') this.drop(link, why, true);
     if (link.state === 'closing') this.finishClose(link, monotonicMs(), false);
     this.links.delete(link.offer.vr);
   }
