@@ -324,23 +324,19 @@ fail: /* nothing started yet: the pump and the reference are ours to free */
   return NULL;
 }
 
-napi_value Engine_onUdpReadable(napi_env env, napi_callback_info info) {
+/* onUdpReadable(cb) / onTunReadable(cb): cb on every wake-up of that fd; null stops it. */
+static napi_value on_readable(napi_env env, napi_callback_info info, int tun) {
   size_t argc = 1;
   napi_value argv[1];
   tv_engine *e = unwrap_this(env, info, &argc, argv);
   if (!e) return NULL;
   if (argc < 1) NAPI_CALL(env, napi_get_undefined(env, &argv[0]));
-  return set_poller(env, e, &e->udp_poll, e->udp_fd, argv[0], "UDP", NULL);
+  return tun ? set_poller(env, e, &e->tun_poll, e->tun_fd, argv[0], "TUN", NULL)
+             : set_poller(env, e, &e->udp_poll, e->udp_fd, argv[0], "UDP", NULL);
 }
 
-napi_value Engine_onTunReadable(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  tv_engine *e = unwrap_this(env, info, &argc, argv);
-  if (!e) return NULL;
-  if (argc < 1) NAPI_CALL(env, napi_get_undefined(env, &argv[0]));
-  return set_poller(env, e, &e->tun_poll, e->tun_fd, argv[0], "TUN", NULL);
-}
+napi_value Engine_onUdpReadable(napi_env env, napi_callback_info info) { return on_readable(env, info, 0); }
+napi_value Engine_onTunReadable(napi_env env, napi_callback_info info) { return on_readable(env, info, 1); }
 
 /* setModeration(us): 0 turns wake-up moderation off; 10..100000 µs turns it on (see
  * tv_moderator). Takes effect from the next wake-up. */
