@@ -33,8 +33,6 @@ export const PUMP_CFG_LEN = SC_BASE + SC_FIELDS * SC_MAX;
 const RETRY_MS = 30_000;
 /** A refusal is deliberate (the peer's config or policy): ask again only this much later. */
 const REFUSED_RETRY_MS = 300_000;
-/** Default for closing an unused shortcut (TinyVR config `shortcutIdleSeconds`). */
-export const SHORTCUT_IDLE_SECONDS = 60;
 /**
  * A closed shortcut's session still receives this long: the peer stops sending on it once
  * it forgets us, SHORTCUT_SILENCE_MS + one expiry round after our last keepalive.
@@ -70,6 +68,8 @@ interface Link {
   /** DATA datagrams received on its session when last read, and when that count last moved. */
   rxData: number;
   rxAt: number;
+  /** Its session's last receive time (keepalive answers too), as read by the last tick. */
+  lastRxMs: number;
 }
 
 export interface ShortcutOptions {
@@ -111,7 +111,7 @@ export class Shortcuts {
         continue;
       }
       const now = monotonicMs();
-      const link: Link = { offer, key, name: ep.host, host: ep.host, port: ep.port, initiator: null, state: 'idle', session: 0, remoteIndex: 0, routes: [], upAt: 0, retryAt: 0, usedAt: 0, idleAt: now, closingAt: 0, rxData: 0, rxAt: 0 };
+      const link: Link = { offer, key, name: ep.host, host: ep.host, port: ep.port, initiator: null, state: 'idle', session: 0, remoteIndex: 0, routes: [], upAt: 0, retryAt: 0, usedAt: 0, idleAt: now, closingAt: 0, rxData: 0, rxAt: 0, lastRxMs: 0 };
       this.links.set(offer.vr, link);
       keep.add(offer.vr);
     }
@@ -151,7 +151,7 @@ export class Shortcuts {
           continue;
         }
         this.o.engine.sendKeepalive(l.session);
-        const last = Math.max(this.o.engine.sessionInfo(l.session)?.lastRxMs ?? 0, l.upAt);
+        const last = Math.max(l.lastRxMs, l.upAt);
         if (now - last > SHORTCUT_SILENCE_MS) this.redo(l, `silent for ${Math.round(now - last)} ms`);
       } else if (l.state === 'closing') {
         if (now - Math.max(l.closingAt, l.rxAt) >= DRAIN_MS) this.finishClose(l, now);
@@ -199,9 +199,11 @@ export class Shortcuts {
     });
     for (const l of this.links.values()) {
       if (l.state !== 'up' && l.state !== 'closing') continue;
-      const rx = this.o.engine.sessionInfo(l.session)?.rxDataPackets ?? l.rxData;
-      if (rx !== l.rxData) l.usedAt = l.rxAt = now;
-      l.rxData = rx;
+      const info = this.o.engine.sessionInfo(l.session);
+      if (!info) continue;
+      if (info.rxDataPackets !== l.rxData) l.usedAt = l.rxAt = now;
+      l.rxData = info.rxDataPackets;
+      l.lastRxMs = info.lastRxMs;
     }
   }
 
@@ -374,7 +376,7 @@ export class Shortcuts {
    * Rewrite the route entries for the native pump: a live shortcut's confirmed routes with its
    * session, any other's offered routes with session 0 (sent through our FullVR, but counted:
    * that is the demand that opens it). The count last, so the pump never reads a half-written
-   * entry; hits carry over per link (a rewrite is no use).
+   * entry; hits restart at 0 (a rewrite is not a use).
    */
   private writeRoutes(): void {
     const cfg = this.o.pumpCfg;

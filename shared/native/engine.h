@@ -189,7 +189,6 @@ napi_value Engine_routeTunNative(napi_env env, napi_callback_info info);
 
 /* session-api.c: the session methods */
 bool parse_peer(napi_env env, tv_engine *e, napi_value vhost, napi_value vport, tv_endpoint *ep);
-bool arg_index(napi_env env, napi_value v, uint32_t *out);
 tv_engine *engine_and_index(napi_env env, napi_callback_info info, const char *usage, uint32_t *index);
 napi_value Engine_setSession(napi_env env, napi_callback_info info);
 napi_value Engine_setSessionEndpoint(napi_env env, napi_callback_info info);

@@ -44,7 +44,7 @@ bool parse_peer(napi_env env, tv_engine *e, napi_value vhost, napi_value vport, 
   return true;
 }
 
-bool arg_index(napi_env env, napi_value v, uint32_t *out) {
+static bool arg_index(napi_env env, napi_value v, uint32_t *out) {
   int32_t i;
   if (!arg_i32(env, v, "index", &i)) return false;
   if (i < 1 || i > TV_MAX_SESSION) {
