@@ -54,6 +54,7 @@ static const char *const stat_names[ST_COUNT] = {
   [ST_TUN_WAKEUPS] = "tun_wakeups",
   [ST_MOD_TICKS] = "moderation_ticks",
   [ST_MOD_ENTRIES] = "moderation_entries",
+  [ST_NATIVE_WAKEUPS] = "native_wakeups",
   [ST_DROP_BASE + DR_TRUNCATED] = "truncated",
   [ST_DROP_BASE + DR_BAD_VERSION] = "bad_version",
   [ST_DROP_BASE + DR_BAD_TYPE] = "bad_type",
@@ -96,6 +97,7 @@ static void engine_shutdown(tv_engine *e) {
   if (e->closed) return;
   e->closed = 1;
   mod_stop(e);
+  native_wait_stop(e);
   poller_stop(&e->udp_poll);
   poller_stop(&e->tun_poll);
   if (e->udp_fd >= 0) close(e->udp_fd);

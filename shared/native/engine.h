@@ -23,7 +23,7 @@ enum {
   ST_SEND_ERRORS, ST_TUN_WRITE_ERRORS, ST_TUN_GSO_READS, ST_TUN_SEGMENTS, ST_TUN_COALESCED_WRITES,
   ST_TUN_OFFLOAD_ERRORS, ST_UDP_GRO_DATAGRAMS, ST_UDP_GSO_SENDS, ST_UDP_GSO_FALLBACKS,
   ST_UDP_GRO_DIRECT, ST_UDP_GRO_MISPREDICT, ST_NOT_FOR_ME, ST_VC_ROUTED, ST_VC_RELAYED, ST_VC_JS_BATCHES, ST_UDP_WAKEUPS, ST_TUN_WAKEUPS,
-  ST_MOD_TICKS, ST_MOD_ENTRIES,
+  ST_MOD_TICKS, ST_MOD_ENTRIES, ST_NATIVE_WAKEUPS,
   ST_DROP_BASE, /* + DropReason (1..9) */
   ST_COUNT = ST_DROP_BASE + DR_COUNT
 };
@@ -125,6 +125,7 @@ typedef struct {
   tv_vcache *vc;
   uint32_t session_epoch;
   struct tv_moderator *mod; /* wake-up moderation (setModeration); NULL: off */
+  int wait_ep, wait_state; /* native waiting (wake.c): its epoll set; state 0 not made yet, 1 made, -1 unavailable */
   uint64_t st[ST_COUNT];
 } tv_engine;
 
@@ -155,6 +156,7 @@ tv_engine *engine_and_i32(napi_env env, napi_callback_info info, const char *usa
 void poller_stop(tv_poller **pp);
 void poller_invoke(tv_poller *p, int arg);
 void mod_stop(tv_engine *e);
+void native_wait_stop(tv_engine *e);
 napi_value set_poller(napi_env env, tv_engine *e, tv_poller **pp, int fd, napi_value cb, const char *what,
                       tv_pump *pump);
 napi_value Engine_onUdpReadable(napi_env env, napi_callback_info info);

@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/timerfd.h>
 
 #include "engine.h"
@@ -42,6 +44,8 @@ void poller_stop(tv_poller **pp) {
   else poller_release(p);
 }
 
+static unsigned long js_calls; /* JS callbacks run by any poller (native waiting ends after one) */
+
 /* Calls the JS callback; with arg >= 0 it gets that number as its argument. */
 void poller_invoke(tv_poller *p, int arg) {
   napi_env env = p->env;
@@ -51,6 +55,7 @@ void poller_invoke(tv_poller *p, int arg) {
   if (p->cb && napi_get_reference_value(env, p->cb, &cb) == napi_ok && cb &&
       napi_get_global(env, &global) == napi_ok && (arg < 0 || napi_create_int32(env, arg, &argv[0]) == napi_ok)) {
     p->in_cb = 1;
+    js_calls++;
     napi_status s = napi_make_callback(env, p->actx, global, cb, arg < 0 ? 0 : 1, argv, &result);
     p->in_cb = 0;
     if (s == napi_pending_exception) {
@@ -90,15 +95,25 @@ static void poller_wake(tv_poller *p, int from_idle) {
   poller_after(p, before, from_idle);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
-  (void)status; /* on error libuv has stopped the handle; still let JS drain the fd once */
-  (void)events;
-  tv_poller *p = (tv_poller *)h->data;
+/* One data wake-up of p's fd, from libuv or from native waiting. */
+static void poll_dispatch(tv_poller *p) {
   tv_engine *e = p->ctx;
   (*p->wakeups)++;
   uint64_t units = engine_units(e);
   poller_wake(p, 0);
   mod_after_wake(e, engine_units(e) - units);
+}
+
+static void native_wait(tv_engine *e, uv_loop_t *loop);
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)status; /* on error libuv has stopped the handle; still let JS drain the fd once */
+  (void)events;
+  tv_poller *p = (tv_poller *)h->data;
+  tv_engine *e = p->ctx;
+  uv_loop_t *loop = h->loop;
+  poll_dispatch(p);
+  native_wait(e, loop);
 }
 
 static void on_idle(uv_idle_t *h) { poller_wake((tv_poller *)h->data, 1); }
@@ -232,6 +247,111 @@ static int tun_pending(void *ctx) {
   return !e->closed && e->tso_active;
 }
 static uint64_t tun_progress(void *ctx) { return ((tv_engine *)ctx)->st[ST_TUN_RX]; }
+
+/* ---------- native waiting ----------
+ * Each turn of Node's event loop costs a router ~30 µs of CPU on a VM besides its own work
+ * (an extra epoll_wait(0) for idle-time metrics, Node's check handle entering the V8
+ * context and allocating an object, timers): at ping rates a quarter of its time per
+ * packet, and every router on the path pays it on the critical path. So after a data
+ * wake-up the engine waits for the next one itself, in an epoll set of its own holding
+ * the data fds and libuv's backend fd, and runs the pumps from there. It hands back to
+ * the loop as soon as anything else may be due: libuv's fd readable (a signal, a control
+ * or status socket, a worker's completion), the loop's next timer, data held back for the
+ * idle handle, any JS callback (JS may have scheduled work), moderation starting. Only
+ * engines whose pollers all have native pumps wait (a JS callback per wake-up would end
+ * every wait at once). While it waits the data fds are out of libuv's epoll set (else the
+ * backend fd would be readable with them and end the wait); the loop adds them back when
+ * the wait ends. TINYVINE_NATIVE_WAIT=0 turns it off (for comparisons). */
+#define TV_WAIT_BACKEND 0
+#define TV_WAIT_UDP 1
+#define TV_WAIT_TUN 2
+
+static int native_wait_allowed(void) {
+  static int allowed = -1;
+  if (allowed < 0) {
+    const char *v = getenv("TINYVINE_NATIVE_WAIT");
+    allowed = !(v && strcmp(v, "0") == 0);
+  }
+  return allowed;
+}
+
+static int wait_add(int ep, int fd, uint32_t tag) {
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.u32 = tag;
+  return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* The engine's wait set (made on first use; the engine's fds never change). */
+static int wait_ready(tv_engine *e, uv_loop_t *loop) {
+  if (e->wait_state) return e->wait_state > 0;
+  e->wait_state = -1;
+  int bfd = uv_backend_fd(loop);
+  if (bfd < 0) return 0;
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return 0;
+  if (wait_add(ep, bfd, TV_WAIT_BACKEND) < 0 || wait_add(ep, e->udp_fd, TV_WAIT_UDP) < 0 ||
+      (e->tun_fd >= 0 && wait_add(ep, e->tun_fd, TV_WAIT_TUN) < 0)) {
+    close(ep);
+    return 0;
+  }
+  e->wait_ep = ep;
+  e->wait_state = 1;
+  return 1;
+}
+
+void native_wait_stop(tv_engine *e) {
+  if (e->wait_state > 0) close(e->wait_ep);
+  e->wait_state = -1;
+}
+
+/* Every poller of e runs a native pump, none holds data back, moderation is off duty. */
+static int wait_eligible(tv_engine *e) {
+  tv_poller *ps[2] = {e->udp_poll, e->tun_poll};
+  int n = 0;
+  if (e->closed || (e->mod && e->mod->active)) return 0;
+  for (int i = 0; i < 2; i++) {
+    if (!ps[i]) continue;
+    if (ps[i]->dead || !ps[i]->pump || ps[i]->idling) return 0;
+    n++;
+  }
+  return n > 0;
+}
+
+static void native_wait(tv_engine *e, uv_loop_t *loop) {
+  if (!native_wait_allowed() || !wait_eligible(e) || !wait_ready(e, loop)) return;
+  int bfd = uv_backend_fd(loop);
+  tv_poller *ps[2] = {e->udp_poll, e->tun_poll};
+  for (int i = 0; i < 2; i++) {
+    if (!ps[i]) continue;
+    uv_poll_stop(&ps[i]->handle);
+    /* libuv drops a stopped fd from its set lazily, on its next event: drop it now
+     * (ENOENT if libuv had not added it yet: then it is not in the way either) */
+    epoll_ctl(bfd, EPOLL_CTL_DEL, i == 0 ? e->udp_fd : e->tun_fd, NULL);
+  }
+  unsigned long js0 = js_calls;
+  for (;;) {
+    uv_update_time(loop); /* the loop's clock stands still while we wait */
+    int timeout = uv_backend_timeout(loop);
+    if (timeout == 0) break;
+    struct epoll_event ev[3];
+    int n = epoll_wait(e->wait_ep, ev, 3, timeout);
+    if (n <= 0) break; /* the next timer is due (or a signal): the loop's turn */
+    int backend = 0, udp = 0, tun = 0;
+    for (int i = 0; i < n; i++) {
+      if (ev[i].data.u32 == TV_WAIT_BACKEND) backend = 1;
+      else if (ev[i].data.u32 == TV_WAIT_UDP) udp = 1;
+      else tun = 1;
+    }
+    e->st[ST_NATIVE_WAKEUPS] += (uint64_t)(udp + tun);
+    if (udp && e->udp_poll && !e->udp_poll->dead) poll_dispatch(e->udp_poll);
+    if (tun && !e->closed && e->tun_poll && !e->tun_poll->dead) poll_dispatch(e->tun_poll);
+    if (backend || js_calls != js0 || !wait_eligible(e)) break;
+  }
+  /* back to the loop: it polls the data fds again (unless moderation drains them) */
+  if (!e->closed && !(e->mod && e->mod->active)) mod_set_polls(e, 1);
+}
 
 /* Starts (or retargets) polling fd. cb: the JS callback, run on every wake-up, or with a
  * pump only when a batch holds control messages (then it may be undefined). The poller

@@ -1,46 +1,11 @@
 // Wake-up moderation on a real UDP socket: a child process sends bursts at a bulk-transfer
 // rate, and the engine must drain them from its timer (fewer wake-ups, nothing lost), leave
 // moderation when the stream stops, and never moderate an idle path.
-import { spawn } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PacketBatch, PacketEngine, openUdp } from '../../shared/packet-engine.js';
+import { sendBursts } from './udp-burst-sender.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-// Sends `bursts` bursts of `size` 200-byte datagrams, one burst every `gapUs` µs, then prints
-// how many it sent. A bulk TCP flow at ~1 Gbit/s reaches a router in bursts like these.
-// catchUp 0: a burst that is late is not made up for, so the rate never exceeds size/gap.
-const SENDER = `
-const dgram = require('node:dgram');
-const [port, bursts, size, gapUs, catchUp] = process.argv.slice(1).map(Number);
-const s = dgram.createSocket('udp4');
-s.on('error', () => {}); // ECONNREFUSED once the receiver closed: keep sending as told
-const buf = Buffer.alloc(200, 7);
-let sent = 0, b = 0, next = process.hrtime.bigint();
-s.connect(port, '127.0.0.1', () => {
-  const step = () => {
-    if (process.hrtime.bigint() >= next) {
-      for (let i = 0; i < size; i++) s.send(buf, () => {});
-      sent += size;
-      next += BigInt(gapUs * 1000);
-      if (!catchUp && next < process.hrtime.bigint()) next = process.hrtime.bigint() + BigInt(gapUs * 1000);
-      if (++b === bursts) return setTimeout(() => { console.log(sent); s.close(); }, 50);
-    }
-    setImmediate(step);
-  };
-  step();
-});
-`;
-
-function sendBursts(port: number, bursts: number, size: number, gapUs: number, catchUp = true): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, ['-e', SENDER, String(port), String(bursts), String(size), String(gapUs)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    c.stdout.on('data', (d) => (out += d));
-    c.on('error', reject);
-    c.on('exit', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`sender exited ${code}`))));
-  });
-}
 
 const opened: PacketEngine[] = [];
 afterEach(() => {
@@ -106,7 +71,7 @@ describe('wake-up moderation', () => {
     // 2 datagrams every 200 µs = 10,000/s: dense wake-ups, but request/response rates
     const slow = receiver();
     slow.e.setModeration(1000);
-    const sent = await sendBursts(slow.port, 1500, 2, 200, false);
+    const sent = await sendBursts(slow.port, 1500, 2, 200);
     await settle(slow.received, sent);
     expect(slow.received()).toBe(sent);
     expect(slow.e.stats().moderation_entries).toBe(0);
