@@ -125,7 +125,9 @@ typedef struct {
   tv_vcache *vc;
   uint32_t session_epoch;
   struct tv_moderator *mod; /* wake-up moderation (setModeration); NULL: off */
-  int wait_ep, wait_state; /* native waiting (wake.c): its epoll set; state 0 not made yet, 1 made, -1 unavailable */
+  /* native waiting (wake.c): its epoll set; state 0 not made yet, 1 made, -1 unavailable;
+   * whether the data fds are armed in it; the moderation timerfd in it (-1 none) */
+  int wait_ep, wait_state, wait_data, wait_tfd;
   uint64_t st[ST_COUNT];
 } tv_engine;
 

@@ -105,6 +105,7 @@ static void poll_dispatch(tv_poller *p) {
 }
 
 static void native_wait(tv_engine *e, uv_loop_t *loop);
+static void native_wait_forget_timer(tv_engine *e, int tfd);
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   (void)status; /* on error libuv has stopped the handle; still let JS drain the fd once */
@@ -203,10 +204,8 @@ static void mod_after_wake(tv_engine *e, uint64_t got) {
   mod_set_polls(e, 0);
 }
 
-static void on_mod_timer(uv_poll_t *h, int status, int events) {
-  (void)status;
-  (void)events;
-  tv_moderator *m = h->data;
+/* A moderation tick: drain both data fds, then leave if the rate left the band. */
+static void mod_tick(tv_moderator *m) {
   uint64_t expirations;
   if (read(m->tfd, &expirations, sizeof expirations) < 0 && errno == EAGAIN) return;
   tv_engine *e = m->e;
@@ -220,6 +219,14 @@ static void on_mod_timer(uv_poll_t *h, int status, int events) {
   if (m->rate < TV_MOD_MIN_RATE || m->rate > TV_MOD_MAX_RATE) mod_leave(m);
 }
 
+static void on_mod_timer(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  tv_moderator *m = h->data;
+  mod_tick(m);
+  if (m->e && !m->e->closed) native_wait(m->e, h->loop);
+}
+
 static void mod_closed(uv_handle_t *h) {
   tv_moderator *m = h->data;
   close(m->tfd);
@@ -231,6 +238,7 @@ void mod_stop(tv_engine *e) {
   tv_moderator *m = e->mod;
   if (!m) return;
   mod_leave(m);
+  native_wait_forget_timer(e, m->tfd);
   e->mod = NULL;
   m->e = NULL;
   uv_poll_stop(&m->handle);
@@ -252,19 +260,22 @@ static uint64_t tun_progress(void *ctx) { return ((tv_engine *)ctx)->st[ST_TUN_R
  * Each turn of Node's event loop costs a router ~30 µs of CPU on a VM besides its own work
  * (an extra epoll_wait(0) for idle-time metrics, Node's check handle entering the V8
  * context and allocating an object, timers): at ping rates a quarter of its time per
- * packet, and every router on the path pays it on the critical path. So after a data
- * wake-up the engine waits for the next one itself, in an epoll set of its own holding
- * the data fds and libuv's backend fd, and runs the pumps from there. It hands back to
- * the loop as soon as anything else may be due: libuv's fd readable (a signal, a control
- * or status socket, a worker's completion), the loop's next timer, data held back for the
- * idle handle, any JS callback (JS may have scheduled work), moderation starting. Only
- * engines whose pollers all have native pumps wait (a JS callback per wake-up would end
- * every wait at once). While it waits the data fds are out of libuv's epoll set (else the
- * backend fd would be readable with them and end the wait); the loop adds them back when
- * the wait ends. TINYVINE_NATIVE_WAIT=0 turns it off (for comparisons). */
+ * packet, and every router on the path pays it on the critical path; while moderated, it
+ * is paid on every tick. So after a data wake-up or a moderation tick the engine waits for
+ * the next one itself, in an epoll set of its own holding the data fds, the moderation
+ * timerfd and libuv's backend fd, and runs the pumps from there. It hands back to the loop
+ * as soon as anything else may be due: libuv's fd readable (a signal, a control or status
+ * socket, a worker's completion), the loop's next timer, data held back for the idle
+ * handle, any JS callback (JS may have scheduled work). Only engines whose pollers all
+ * have native pumps wait (a JS callback per wake-up would end every wait at once). While
+ * it waits its fds are out of libuv's epoll set (else the backend fd would be readable
+ * with them and end the wait); the loop adds them back when the wait ends. While
+ * moderated the data fds stay in the wait set with no events (the ticks drain them).
+ * TINYVINE_NATIVE_WAIT=0 turns it off (for comparisons). */
 #define TV_WAIT_BACKEND 0
 #define TV_WAIT_UDP 1
 #define TV_WAIT_TUN 2
+#define TV_WAIT_TIMER 3
 
 static int native_wait_allowed(void) {
   static int allowed = -1;
@@ -275,15 +286,15 @@ static int native_wait_allowed(void) {
   return allowed;
 }
 
-static int wait_add(int ep, int fd, uint32_t tag) {
+static int wait_ctl(int ep, int op, int fd, uint32_t events, uint32_t tag) {
   struct epoll_event ev;
   memset(&ev, 0, sizeof ev);
-  ev.events = EPOLLIN;
+  ev.events = events;
   ev.data.u32 = tag;
-  return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  return epoll_ctl(ep, op, fd, &ev);
 }
 
-/* The engine's wait set (made on first use; the engine's fds never change). */
+/* The engine's wait set (made on first use; the engine's data fds never change). */
 static int wait_ready(tv_engine *e, uv_loop_t *loop) {
   if (e->wait_state) return e->wait_state > 0;
   e->wait_state = -1;
@@ -291,13 +302,16 @@ static int wait_ready(tv_engine *e, uv_loop_t *loop) {
   if (bfd < 0) return 0;
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) return 0;
-  if (wait_add(ep, bfd, TV_WAIT_BACKEND) < 0 || wait_add(ep, e->udp_fd, TV_WAIT_UDP) < 0 ||
-      (e->tun_fd >= 0 && wait_add(ep, e->tun_fd, TV_WAIT_TUN) < 0)) {
+  if (wait_ctl(ep, EPOLL_CTL_ADD, bfd, EPOLLIN, TV_WAIT_BACKEND) < 0 ||
+      wait_ctl(ep, EPOLL_CTL_ADD, e->udp_fd, EPOLLIN, TV_WAIT_UDP) < 0 ||
+      (e->tun_fd >= 0 && wait_ctl(ep, EPOLL_CTL_ADD, e->tun_fd, EPOLLIN, TV_WAIT_TUN) < 0)) {
     close(ep);
     return 0;
   }
   e->wait_ep = ep;
   e->wait_state = 1;
+  e->wait_data = 1;
+  e->wait_tfd = -1;
   return 1;
 }
 
@@ -306,11 +320,18 @@ void native_wait_stop(tv_engine *e) {
   e->wait_state = -1;
 }
 
-/* Every poller of e runs a native pump, none holds data back, moderation is off duty. */
+/* The moderator's timerfd is about to close (a later one may get its number). */
+static void native_wait_forget_timer(tv_engine *e, int tfd) {
+  if (e->wait_state <= 0 || e->wait_tfd != tfd) return;
+  epoll_ctl(e->wait_ep, EPOLL_CTL_DEL, tfd, NULL);
+  e->wait_tfd = -1;
+}
+
+/* Every poller of e runs a native pump and none holds data back. */
 static int wait_eligible(tv_engine *e) {
   tv_poller *ps[2] = {e->udp_poll, e->tun_poll};
   int n = 0;
-  if (e->closed || (e->mod && e->mod->active)) return 0;
+  if (e->closed) return 0;
   for (int i = 0; i < 2; i++) {
     if (!ps[i]) continue;
     if (ps[i]->dead || !ps[i]->pump || ps[i]->idling) return 0;
@@ -319,38 +340,75 @@ static int wait_eligible(tv_engine *e) {
   return n > 0;
 }
 
+static int moderated(tv_engine *e) { return e->mod && e->mod->active; }
+
+/* The data fds wake the wait unless moderation drains them from its ticks. */
+static int wait_sync_data(tv_engine *e) {
+  int want = !moderated(e);
+  if (want == e->wait_data) return 0;
+  uint32_t ev = want ? EPOLLIN : 0;
+  if (wait_ctl(e->wait_ep, EPOLL_CTL_MOD, e->udp_fd, ev, TV_WAIT_UDP) < 0 ||
+      (e->tun_fd >= 0 && wait_ctl(e->wait_ep, EPOLL_CTL_MOD, e->tun_fd, ev, TV_WAIT_TUN) < 0))
+    return -1;
+  e->wait_data = want;
+  return 0;
+}
+
 static void native_wait(tv_engine *e, uv_loop_t *loop) {
   if (!native_wait_allowed() || !wait_eligible(e) || !wait_ready(e, loop)) return;
   int bfd = uv_backend_fd(loop);
+  tv_moderator *m = e->mod;
+  if (m && m->tfd != e->wait_tfd) {
+    if (e->wait_tfd >= 0) native_wait_forget_timer(e, e->wait_tfd);
+    if (wait_ctl(e->wait_ep, EPOLL_CTL_ADD, m->tfd, EPOLLIN, TV_WAIT_TIMER) < 0) return;
+    e->wait_tfd = m->tfd;
+  }
+  if (wait_sync_data(e) < 0) return;
+  /* Out of libuv's set. libuv drops a stopped fd lazily, on its next event: drop it now
+   * (ENOENT if libuv had not added it yet: then it is not in the way either). */
   tv_poller *ps[2] = {e->udp_poll, e->tun_poll};
   for (int i = 0; i < 2; i++) {
     if (!ps[i]) continue;
     uv_poll_stop(&ps[i]->handle);
-    /* libuv drops a stopped fd from its set lazily, on its next event: drop it now
-     * (ENOENT if libuv had not added it yet: then it is not in the way either) */
     epoll_ctl(bfd, EPOLL_CTL_DEL, i == 0 ? e->udp_fd : e->tun_fd, NULL);
+  }
+  if (m) {
+    uv_poll_stop(&m->handle);
+    epoll_ctl(bfd, EPOLL_CTL_DEL, m->tfd, NULL);
   }
   unsigned long js0 = js_calls;
   for (;;) {
     uv_update_time(loop); /* the loop's clock stands still while we wait */
     int timeout = uv_backend_timeout(loop);
-    if (timeout == 0) break;
-    struct epoll_event ev[3];
-    int n = epoll_wait(e->wait_ep, ev, 3, timeout);
+    if (timeout == 0 || wait_sync_data(e) < 0) break;
+    struct epoll_event ev[4];
+    int n = epoll_wait(e->wait_ep, ev, 4, timeout);
     if (n <= 0) break; /* the next timer is due (or a signal): the loop's turn */
-    int backend = 0, udp = 0, tun = 0;
+    int backend = 0, udp = 0, tun = 0, tick = 0;
     for (int i = 0; i < n; i++) {
-      if (ev[i].data.u32 == TV_WAIT_BACKEND) backend = 1;
-      else if (ev[i].data.u32 == TV_WAIT_UDP) udp = 1;
-      else tun = 1;
+      switch (ev[i].data.u32) {
+      case TV_WAIT_BACKEND: backend = 1; break;
+      case TV_WAIT_UDP: udp = 1; break;
+      case TV_WAIT_TUN: tun = 1; break;
+      default: tick = 1;
+      }
     }
-    e->st[ST_NATIVE_WAKEUPS] += (uint64_t)(udp + tun);
-    if (udp && e->udp_poll && !e->udp_poll->dead) poll_dispatch(e->udp_poll);
-    if (tun && !e->closed && e->tun_poll && !e->tun_poll->dead) poll_dispatch(e->tun_poll);
+    if (tick && e->mod) {
+      e->st[ST_NATIVE_WAKEUPS]++;
+      mod_tick(e->mod);
+    }
+    if (!e->closed && !moderated(e)) { /* (data events from before moderation began are stale) */
+      e->st[ST_NATIVE_WAKEUPS] += (uint64_t)(udp + tun);
+      if (udp && e->udp_poll && !e->udp_poll->dead) poll_dispatch(e->udp_poll);
+      if (tun && !e->closed && e->tun_poll && !e->tun_poll->dead) poll_dispatch(e->tun_poll);
+    }
     if (backend || js_calls != js0 || !wait_eligible(e)) break;
   }
-  /* back to the loop: it polls the data fds again (unless moderation drains them) */
-  if (!e->closed && !(e->mod && e->mod->active)) mod_set_polls(e, 1);
+  /* back to the loop: it polls the data fds again (unless moderation drains them), and the
+   * moderation timer (JS may have replaced it meanwhile: the current one) */
+  if (e->closed) return;
+  if (!moderated(e)) mod_set_polls(e, 1);
+  if (e->mod) uv_poll_start(&e->mod->handle, UV_READABLE, on_mod_timer);
 }
 
 /* Starts (or retargets) polling fd. cb: the JS callback, run on every wake-up, or with a

@@ -27,6 +27,8 @@ export class BenchOverlay extends Overlay {
     fullvrSites: string[],
     readonly cli: string,
     opts: OverlayOptions = {},
+    /** extra environment of the routers (e.g. TINYVINE_NATIVE_WAIT=0) */
+    readonly env: Record<string, string> = {},
   ) {
     super(lab, networks, fullvrSites, opts);
   }
@@ -35,6 +37,7 @@ export class BenchOverlay extends Overlay {
     const f = this.fullvrs.get(site)!;
     f.proc = this.lab.spawn(`${site}-fvr`, [process.execPath, this.cli, 'fullvr', '--config', f.configPath], {
       logFile: join(this.lab.logsDir, `fullvr-${site}-${Date.now()}.log`),
+      env: { ...process.env, ...this.env },
     });
     await f.proc.waitForLog(/fullvr ready/, 15_000);
     return f;
@@ -50,7 +53,7 @@ export class BenchOverlay extends Overlay {
         ...(this.opts.moderationMicros !== undefined ? ['--moderation-us', String(this.opts.moderationMicros)] : []),
         ...extra,
       ],
-      { logFile: join(this.lab.logsDir, `tinyvr-${vm}-${Date.now()}.log`) },
+      { logFile: join(this.lab.logsDir, `tinyvr-${vm}-${Date.now()}.log`), env: { ...process.env, ...this.env } },
     );
     this.tinyvrs.set(vm, h);
     await h.waitForLog(/ joined /, 15_000);

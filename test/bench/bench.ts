@@ -40,7 +40,9 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
                 an unmoderated gmac overlay is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
                 The overlay takes shortcuts (TinyVR -> the destination site's FullVR) as it does
                 by default; overlay-via-home (gmac, --no-shortcuts: TinyVR -> FullVR a -> FullVR b
-                -> TinyVR) is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
+                -> TinyVR) is measured alongside (TCP 1 stream, 1 Gbit/s, RTT), and so is
+                overlay-loop-wait (gmac, routers with TINYVINE_NATIVE_WAIT=0: every wake-up a turn
+                of Node's event loop)
   --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN/server logs) after the run
   --join-cpu-prof DIR   run the GET /join load-test server with node --cpu-prof, profile into DIR`;
 
@@ -48,7 +50,7 @@ type Mode = 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
 // The first is the default mode: its figure is reported as `overlay`.
 const MODES: Mode[] = ['gmac', 'hmac', 'aes-gcm', 'chacha', 'none'];
 
-type Variant = { key: string; mode: Mode; moderation?: number; noShortcuts?: boolean };
+type Variant = { key: string; mode: Mode; moderation?: number; noShortcuts?: boolean; env?: Record<string, string> };
 
 /**
  * Overlay variants of a run: key (path name), auth mode, wake-up moderation (undefined: the
@@ -60,6 +62,8 @@ function variantsOf(opt: { modes: Mode[]; moderation?: number }): Variant[] {
   const v: Variant[] = opt.modes.map((mode, i) => ({ key: i === 0 ? 'overlay' : `overlay-${mode}`, mode, ...mod }));
   if (opt.moderation !== 0) v.push({ key: 'overlay-unmoderated', mode: MODES[0]!, moderation: 0 });
   v.push({ key: 'overlay-via-home', mode: MODES[0]!, ...mod, noShortcuts: true });
+  // the routers with native waiting off: every wake-up is a turn of Node's event loop
+  v.push({ key: 'overlay-loop-wait', mode: MODES[0]!, ...mod, env: { TINYVINE_NATIVE_WAIT: '0' } });
   return v;
 }
 
@@ -251,7 +255,7 @@ const UDP_LEN = 1400;
 const UDP_WINDOW = '4M';
 const PACED_RATE = '1G';
 /** Paths measured at the paced rate. */
-const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'openvpn', 'tinc'];
+const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'overlay-loop-wait', 'openvpn', 'tinc'];
 
 /** A paced-load sample: the TCP figures and the median ping RTT while it ran. */
 type LoadedSample = TcpSample & { rttLoadedUs: number | null };
@@ -300,7 +304,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     console.error(`bench: lab ${lab.prefix} built in ${Math.round(lab.buildMs)} ms; logs in ${lab.logsDir}`);
 
     // --- overlay: per auth mode a1 -> b1 over its own FullVR pair (the default, gmac, in `lab`)
-    for (const [i, { key, mode, moderation, noShortcuts }] of variants.entries()) {
+    for (const [i, { key, mode, moderation, noShortcuts, env }] of variants.entries()) {
       const network: NetworkSpec = {
         id: 1,
         name: `bench-${mode}`,
@@ -316,7 +320,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         const l = i === 0 ? lab : await newLab();
         const entry: { lab: Lab; ov: BenchOverlay | null } = { lab: l, ov: null };
         modeLabs.set(key, entry);
-        const o = new BenchOverlay(l, [network], ['a', 'b'], cli, moderation === undefined ? {} : { moderationMicros: moderation });
+        const o = new BenchOverlay(l, [network], ['a', 'b'], cli, moderation === undefined ? {} : { moderationMicros: moderation }, env);
         entry.ov = o;
         tempDirs.add(o.dir);
         await o.startAllFullvrs();
@@ -799,6 +803,15 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       `  (without shortcuts, for reference: overlay-via-home/kernel = ${viaHome !== null && kernel ? pct(viaHome / kernel) : '-'}, ${viaHome !== null && bestRef ? (viaHome / bestRef).toFixed(2) : '-'} x max(openvpn, tinc), added RTT ${rttViaHome !== null && rttKernel !== null ? rttViaHome - rttKernel : '-'} µs)`,
     );
   }
+  const loopWait = med('overlay-loop-wait');
+  const rttLoopWait = results.get('overlay-loop-wait')?.rttUs ?? null;
+  const loopWait1g = at1g.get('overlay-loop-wait')?.samples ?? [];
+  if (loopWait !== null || rttLoopWait !== null) {
+    const cpu = loopWait1g.length ? medianOf(loopWait1g.map((x) => maxOf(x, 'tinyvr_a', 'tinyvr_b'))) : null;
+    lines.push(
+      `  (native waiting off, for reference: overlay-loop-wait/kernel = ${loopWait !== null && kernel ? pct(loopWait / kernel) : '-'}, added RTT ${rttLoopWait !== null && rttKernel !== null ? rttLoopWait - rttKernel : '-'} µs, TinyVR at 1 Gbit/s ${cpu ?? '-'} %)`,
+    );
+  }
   if (opt.p4) {
     const k4 = medTcp(p4, 'kernel');
     const o4 = medTcp(p4, 'overlay');
@@ -843,6 +856,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     cpu_pct_at_1g_tinc: opt.at1g ? refAt1g('tinc') : null,
     cpu_pct_at_1g_unmoderated: opt.at1g ? refAt1g('overlay-unmoderated') : null,
     cpu_pct_at_1g_via_home: opt.at1g ? refAt1g('overlay-via-home') : null,
+    cpu_pct_at_1g_loop_wait: opt.at1g ? refAt1g('overlay-loop-wait') : null,
     moderation_us: opt.moderation ?? 'default',
     rtt_loaded_us: opt.at1g ? Object.fromEntries(AT1G_KEYS.filter((k) => at1g.has(k)).map((k) => [k.replace(/-/g, '_'), medianOf((at1g.get(k)?.samples ?? []).map((x) => x.rttLoadedUs))])) : null,
     rtt_us: {
@@ -852,6 +866,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       tinc: results.get('tinc')?.rttUs ?? null,
       overlay_unmoderated: results.get('overlay-unmoderated')?.rttUs ?? null,
       overlay_via_home: results.get('overlay-via-home')?.rttUs ?? null,
+      overlay_loop_wait: results.get('overlay-loop-wait')?.rttUs ?? null,
     },
     rtt_added_us: rttAdded,
     targets,
@@ -860,6 +875,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     tcp_samples_p4: opt.p4 ? p4s.samples : null,
     tcp_mbps_unmoderated: med('overlay-unmoderated'),
     tcp_mbps_via_home: med('overlay-via-home'),
+    tcp_mbps_loop_wait: med('overlay-loop-wait'),
     tcp_mbps_modes: Object.fromEntries(opt.modes.map((m) => [m, med(modeKey(m))])),
     tcp_samples_modes: Object.fromEntries(opt.modes.map((m) => [m, samplesOf(modeKey(m))])),
     rtt_us_modes: Object.fromEntries(opt.modes.map((m) => [m, results.get(modeKey(m))?.rttUs ?? null])),

@@ -331,7 +331,12 @@ describe('fuzz', () => {
       const init = i % 2 ? vrInit() : tinyInit();
       const m = Buffer.from(init.message);
       const op = i % 4;
-      if (op === 0) for (let k = 0; k < 1 + (i % 5); k++) m[Math.floor(Math.random() * m.length)] ^= 1 + Math.floor(Math.random() * 255);
+      if (op === 0) {
+        // distinct positions: two flips of one byte could cancel out and leave the valid message
+        const at = new Set<number>();
+        while (at.size < 1 + (i % 5)) at.add(Math.floor(Math.random() * m.length));
+        for (const p of at) m[p] ^= 1 + Math.floor(Math.random() * 255);
+      }
       const mm = op === 1 ? m.subarray(0, Math.floor(Math.random() * m.length)) : op === 2 ? Buffer.concat([m, randomBytes(1 + (i % 40))]) : m;
       if (op === 3) {
         // valid INIT: mutate the RESP instead

@@ -88,4 +88,27 @@ describe('native waiting', () => {
     // Served at the next wake of the backend fd, not after the engine's stream ends.
     expect(median(delays)).toBeLessThan(5);
   });
+
+  it('drains a moderated stream from ticks it waits for itself, loses nothing, and leaves moderation when the stream ends', async () => {
+    const r = router();
+    r.e.setModeration(1000);
+    await prime(r.port);
+    // 20 datagrams every 250 µs = 80,000/s: inside the moderated band (40,000..150,000/s)
+    const sent = await sendBursts(r.port, 2000, 20, 250);
+    await sleep(50);
+    const st = r.e.stats();
+    console.log(`native waiting, moderated: ${st.moderation_entries} entries, ${st.moderation_ticks} ticks, ${st.native_wakeups} native wake-ups + ticks, ${st.udp_wakeups} data wake-ups for ${sent}`);
+    expect(st.rx_datagrams).toBe(sent + 1);
+    expect(st.moderation_entries).toBeGreaterThan(0);
+    expect(st.moderation_ticks).toBeGreaterThan(100);
+    // the ticks came to the engine's own wait: native_wakeups counts them with the data wake-ups
+    expect(st.native_wakeups - (st.udp_wakeups - 1)).toBeGreaterThan(st.moderation_ticks / 2);
+    // the stream ended: moderation is over, a single datagram wakes the engine at once
+    const before = r.e.stats();
+    const t = performance.now();
+    await sendBursts(r.port, 1, 1, 0);
+    expect(r.e.stats().rx_datagrams).toBe(before.rx_datagrams + 1);
+    expect(r.e.stats().moderation_ticks - before.moderation_ticks).toBeLessThan(5);
+    expect(performance.now() - t).toBeLessThan(5000);
+  });
 });
