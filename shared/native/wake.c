@@ -161,7 +161,8 @@ static int mod_arm(tv_moderator *m) {
   return timerfd_settime(m->tfd, 0, &it, NULL);
 }
 
-static void mod_set_polls(tv_engine *e, int on) {
+/* Starts or stops libuv polling the data fds (moderation and native waiting take them over). */
+static void set_data_polls(tv_engine *e, int on) {
   tv_poller *ps[2] = {e->udp_poll, e->tun_poll};
   for (int i = 0; i < 2; i++) {
     if (!ps[i] || ps[i]->dead) continue;
@@ -176,7 +177,7 @@ static void mod_leave(tv_moderator *m) {
   m->wake[0] = m->wake[1] = 0;
   struct itimerspec off = {{0, 0}, {0, 0}};
   timerfd_settime(m->tfd, 0, &off, NULL);
-  if (m->e && !m->e->closed) mod_set_polls(m->e, 1);
+  if (m->e && !m->e->closed) set_data_polls(m->e, 1);
 }
 
 static void mod_measure(tv_moderator *m, tv_engine *e, uint64_t now) {
@@ -201,7 +202,7 @@ static void mod_after_wake(tv_engine *e, uint64_t got) {
   if (!dense || got >= TV_MOD_LIGHT || m->rate < TV_MOD_MIN_RATE || m->rate > TV_MOD_MAX_RATE || mod_arm(m) < 0) return;
   m->active = 1;
   e->st[ST_MOD_ENTRIES]++;
-  mod_set_polls(e, 0);
+  set_data_polls(e, 0);
 }
 
 /* A moderation tick: drain both data fds, then leave if the rate left the band. */
@@ -358,20 +359,16 @@ static void native_wait(tv_engine *e, uv_loop_t *loop) {
   if (!native_wait_allowed() || !wait_eligible(e) || !wait_ready(e, loop)) return;
   int bfd = uv_backend_fd(loop);
   tv_moderator *m = e->mod;
-  if (m && m->tfd != e->wait_tfd) {
-    if (e->wait_tfd >= 0) native_wait_forget_timer(e, e->wait_tfd);
+  if (m && m->tfd != e->wait_tfd) { /* (mod_stop forgot the one before) */
     if (wait_ctl(e->wait_ep, EPOLL_CTL_ADD, m->tfd, EPOLLIN, TV_WAIT_TIMER) < 0) return;
     e->wait_tfd = m->tfd;
   }
   if (wait_sync_data(e) < 0) return;
   /* Out of libuv's set. libuv drops a stopped fd lazily, on its next event: drop it now
    * (ENOENT if libuv had not added it yet: then it is not in the way either). */
-  tv_poller *ps[2] = {e->udp_poll, e->tun_poll};
-  for (int i = 0; i < 2; i++) {
-    if (!ps[i]) continue;
-    uv_poll_stop(&ps[i]->handle);
-    epoll_ctl(bfd, EPOLL_CTL_DEL, i == 0 ? e->udp_fd : e->tun_fd, NULL);
-  }
+  set_data_polls(e, 0);
+  if (e->udp_poll) epoll_ctl(bfd, EPOLL_CTL_DEL, e->udp_fd, NULL);
+  if (e->tun_poll) epoll_ctl(bfd, EPOLL_CTL_DEL, e->tun_fd, NULL);
   if (m) {
     uv_poll_stop(&m->handle);
     epoll_ctl(bfd, EPOLL_CTL_DEL, m->tfd, NULL);
@@ -407,7 +404,7 @@ static void native_wait(tv_engine *e, uv_loop_t *loop) {
   /* back to the loop: it polls the data fds again (unless moderation drains them), and the
    * moderation timer (JS may have replaced it meanwhile: the current one) */
   if (e->closed) return;
-  if (!moderated(e)) mod_set_polls(e, 1);
+  if (!moderated(e)) set_data_polls(e, 1);
   if (e->mod) uv_poll_start(&e->mod->handle, UV_READABLE, on_mod_timer);
 }
 

@@ -254,10 +254,9 @@ const UDP_RATE = '500M';
 const UDP_LEN = 1400;
 const UDP_WINDOW = '4M';
 const PACED_RATE = '1G';
-/** Paths measured at the paced rate. */
 /** Pings per path per round for the RTT. */
 const RTT_PINGS = 40;
-
+/** Paths measured at the paced rate. */
 const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'overlay-loop-wait', 'openvpn', 'tinc'];
 
 /** A paced-load sample: the TCP figures and the median ping RTT while it ran. */
@@ -774,8 +773,12 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   const rttKernel = results.get('kernel')?.rttUs ?? null;
   const rttAdded = rttOverlay !== null && rttKernel !== null ? rttOverlay - rttKernel : null;
   const verdict = (ok: boolean | null) => (ok === null ? 'n/a' : ok ? 'MET' : 'MISSED');
-  const unmodSamples = at1g.get('overlay-unmoderated')?.samples ?? [];
-  const unmod1g = unmodSamples.length ? medianOf(unmodSamples.map((x) => maxOf(x, 'tinyvr_a', 'tinyvr_b'))) : null;
+  /** A paced path's TinyVR CPU: the median over rounds of the busier TinyVR. */
+  const tinyvrAt1g = (key: string): number | null => {
+    const samples = at1g.get(key)?.samples ?? [];
+    return samples.length ? medianOf(samples.map((x) => maxOf(x, 'tinyvr_a', 'tinyvr_b'))) : null;
+  };
+  const unmod1g = tinyvrAt1g('overlay-unmoderated');
   const targets = {
     overlay_vs_kernel: {
       target: '>= 0.40',
@@ -817,9 +820,8 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   }
   const loopWait = med('overlay-loop-wait');
   const rttLoopWait = results.get('overlay-loop-wait')?.rttUs ?? null;
-  const loopWait1g = at1g.get('overlay-loop-wait')?.samples ?? [];
   if (loopWait !== null || rttLoopWait !== null) {
-    const cpu = loopWait1g.length ? medianOf(loopWait1g.map((x) => maxOf(x, 'tinyvr_a', 'tinyvr_b'))) : null;
+    const cpu = tinyvrAt1g('overlay-loop-wait');
     lines.push(
       `  (native waiting off, for reference: overlay-loop-wait/kernel = ${loopWait !== null && kernel ? pct(loopWait / kernel) : '-'}, added RTT ${rttLoopWait !== null && rttKernel !== null ? rttLoopWait - rttKernel : '-'} µs, TinyVR at 1 Gbit/s ${cpu ?? '-'} %)`,
     );

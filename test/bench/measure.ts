@@ -179,7 +179,6 @@ export interface RttResult {
   medianUs: number;
   /** The per-packet times, in µs. */
   timesUs: number[];
-  samples: number;
   transmitted: number;
   received: number;
 }
@@ -195,7 +194,7 @@ export async function pingRtt(lab: Lab, from: string, addr: string, count = 20, 
   const m = /(\d+) packets transmitted, (\d+) (?:packets )?received/.exec(out);
   const med = median(times);
   if (med === null) throw new Error(`ping ${from} -> ${addr}: no replies (${out.trim().split('\n').at(-2) ?? out.trim()})`);
-  return { medianUs: Math.round(med), timesUs: times, samples: times.length, transmitted: m ? Number(m[1]) : 0, received: m ? Number(m[2]) : times.length };
+  return { medianUs: Math.round(med), timesUs: times, transmitted: m ? Number(m[1]) : 0, received: m ? Number(m[2]) : times.length };
 }
 
 let clkTck: number | null = null;
