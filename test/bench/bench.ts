@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { createLab, labSupport, type Lab } from '../lab/topology.js';
 import { waitFor, type NetworkSpec } from '../lab/overlay-harness.js';
 import { BenchOverlay, findCli } from './bench-overlay.js';
+import { formatMachineProfile, measureMachineProfile } from './machine-profile.js';
 import { startOpenvpn, type OpenvpnTunnel } from './openvpn.js';
 import { startTinc, type TincTunnel } from './tinc.js';
 import { iperfTcp, iperfUdp, median, pingRtt, round1, type CpuUsage, type TcpSample, type UdpSample } from './measure.js';
@@ -256,6 +257,16 @@ const UDP_WINDOW = '4M';
 const PACED_RATE = '1G';
 /** Pings per path per round for the RTT. */
 const RTT_PINGS = 40;
+// The overlay's route without its routers. With shortcuts a ping a1 -> b1 crosses
+// a1 -> FullVR b -> b1 and its reply b1 -> FullVR a -> a1: twice the lab's "internet" where the
+// kernel path (a1 -> FullVR b's namespace) crosses it once. Half the sum of the four
+// VM <-> FullVR round trips (a1 <-> FullVR b is the kernel path itself) is what that route
+// costs with no router on it; the rest of the overlay's RTT is the routers' passes.
+const ROUTE_LEGS: ReadonlyArray<readonly [string, string, 'a' | 'b']> = [
+  ['leg_a1_fvr_a', 'a1', 'a'],
+  ['leg_b1_fvr_a', 'b1', 'a'],
+  ['leg_b1_fvr_b', 'b1', 'b'],
+];
 /** Paths measured at the paced rate. */
 const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'overlay-loop-wait', 'openvpn', 'tinc'];
 
@@ -295,6 +306,8 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   let tinc: TincTunnel | null = null;
   const fvrB = lab.publicAddr('b', 'fvr');
   const results = new Map<string, PathResult>();
+  /** Median RTTs of the overlay route's legs (ROUTE_LEGS), µs. */
+  const legRtt = new Map<string, number>();
   const p4 = new Map<string, Series<TcpSample>>();
   const udp = new Map<string, Series<UdpSample>>();
   const at1g = new Map<string, Series<LoadedSample>>();
@@ -547,6 +560,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       ['openvpn', lab, 'a1', '10.254.0.1', vpn !== null],
       ['tinc', lab, 'a1', '10.253.0.1', tinc !== null],
       ...variants.map(({ key }): [string, Lab, string, string, boolean] => [key, labOf(key), 'a1', labOf(key).addr('b1'), modeUp.get(key) === true]),
+      ...ROUTE_LEGS.map(([key, vm, site]): [string, Lab, string, string, boolean] => [key, lab, vm, lab.publicAddr(site, 'fvr'), kernelOk]),
     ];
     // RTT_PINGS per path per round, the paths alternating; the median over all pings (a
     // single series of 20 moved by ±50 µs between runs)
@@ -567,7 +581,9 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     }
     for (const [key, times] of rttTimes) {
       const m = medianOf(times);
-      results.get(key)!.rttUs = m === null ? null : Math.round(m);
+      const r = results.get(key);
+      if (r) r.rttUs = m === null ? null : Math.round(m);
+      else if (m !== null) legRtt.set(key, Math.round(m));
     }
 
     // --- overlay datapath counters (drops, send errors) after all the traffic
@@ -772,6 +788,8 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
   const rttOverlay = results.get('overlay')?.rttUs ?? null;
   const rttKernel = results.get('kernel')?.rttUs ?? null;
   const rttAdded = rttOverlay !== null && rttKernel !== null ? rttOverlay - rttKernel : null;
+  const legs = ROUTE_LEGS.map(([key]) => legRtt.get(key) ?? null);
+  const routeFloor = rttKernel !== null && !legs.includes(null) ? Math.round((rttKernel + legs.reduce<number>((a, b) => a + (b ?? 0), 0)) / 2) : null;
   const verdict = (ok: boolean | null) => (ok === null ? 'n/a' : ok ? 'MET' : 'MISSED');
   /** A paced path's TinyVR CPU: the median over rounds of the busier TinyVR. */
   const tinyvrAt1g = (key: string): number | null => {
@@ -808,6 +826,11 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
     `  overlay >= 8 x max(openvpn, tinc)   overlay ${overlay ?? '-'} / max(${med('openvpn') ?? '-'}, ${med('tinc') ?? '-'}) Mbit/s = ${targets.overlay_vs_best_reference.value ?? '-'} x   ${verdict(targets.overlay_vs_best_reference.met)}`,
   );
   lines.push(`  rtt_added_us <= 250                 overlay ${rttOverlay ?? '-'} - kernel ${rttKernel ?? '-'} µs = ${rttAdded ?? '-'} µs   ${verdict(targets.rtt_added_us.met)}`);
+  if (routeFloor !== null && rttOverlay !== null && rttKernel !== null) {
+    lines.push(
+      `    of which the overlay's longer route ${routeFloor - rttKernel} µs (route floor ${routeFloor} µs: half the sum of the pings a1/b1 <-> FullVR a/b, no router) and the routers' passes ${rttOverlay - routeFloor} µs`,
+    );
+  }
   lines.push(
     `  cpu_pct_at_1g.tinyvr <= 15          ${cpuAt1g.tinyvr ?? '-'} % (at ${cpuAt1g.achieved_mbps ?? '-'} Mbit/s achieved, wake-up moderation ${opt.moderation === undefined ? 'default' : `${opt.moderation} µs`}${unmod1g ? `; unmoderated ${unmod1g} %` : ''})   ${verdict(targets.cpu_pct_at_1g_tinyvr.met)}`,
   );
@@ -881,6 +904,8 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
       overlay_unmoderated: results.get('overlay-unmoderated')?.rttUs ?? null,
       overlay_via_home: results.get('overlay-via-home')?.rttUs ?? null,
       overlay_loop_wait: results.get('overlay-loop-wait')?.rttUs ?? null,
+      route_floor: routeFloor,
+      legs: Object.fromEntries(ROUTE_LEGS.map(([key]) => [key, legRtt.get(key) ?? null])),
     },
     rtt_added_us: rttAdded,
     targets,
@@ -919,6 +944,9 @@ async function main(): Promise<number> {
   const cli = findCli();
   const startedAt = new Date();
   const loadStart = sh('cat', ['/proc/loadavg']);
+  // Before any lab exists, while the machine is as quiet as it gets.
+  const machine = measureMachineProfile();
+  console.error(`bench: ${formatMachineProfile(machine)}`);
 
   // Bound the whole run: setup, every sample, RTTs, the join part and teardown.
   const nSamples = 3 + variantsOf(opt).length + (opt.p4 ? 4 : 0) + (opt.udp ? 4 : 0) + (opt.at1g ? 4 : 0);
@@ -957,6 +985,7 @@ async function main(): Promise<number> {
   lines.push(
     `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}  gmac GHASH ${ghash}`,
   );
+  lines.push(formatMachineProfile(machine));
   if (tcp) lines.push(...tcp.lines);
   if (join) {
     lines.push('');
@@ -975,6 +1004,7 @@ async function main(): Promise<number> {
     node: process.version,
     cpus: Number(sh('nproc', [])) || null,
     gmac_ghash: ghash,
+    machine_profile: machine,
     loadavg_start: loadStart,
     loadavg_end: sh('cat', ['/proc/loadavg']),
     seconds: opt.seconds,

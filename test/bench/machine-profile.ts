@@ -1,0 +1,51 @@
+// What a system call and a wake-up cost on this machine, measured at the start of the bench.
+// The overlay's figures depend on them far more than the C tunnels' do (a router pass is a
+// wake-up plus a few batched calls; OpenVPN and tinc make one call per packet), and they
+// differ several-fold between VM types (e.g. KVM vs PVM guests): with these two numbers in
+// the output, runs on different machines can be compared. `perf bench` (Debian linux-perf)
+// does the measuring; without it the profile says so and the bench goes on.
+import { execFileSync } from 'node:child_process';
+
+export interface MachineProfile {
+  /** One getppid() round trip into the kernel, ns (`perf bench syscall basic`). */
+  syscall_ns: number | null;
+  /** Two processes passing a token through pipes, µs per round trip = two wake-ups (`perf bench sched pipe`). */
+  pipe_roundtrip_us: number | null;
+  /** The same with both processes on CPU 0: task switches without waking another (v)CPU. */
+  pipe_roundtrip_one_cpu_us: number | null;
+  /** Why a figure is missing. */
+  unavailable?: string;
+}
+
+function usecsPerOp(cmd: string, args: string[]): number {
+  const out = execFileSync(cmd, args, { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const m = /([\d.]+)\s+usecs\/op/.exec(out);
+  if (!m) throw new Error(`${cmd} ${args.join(' ')}: no "usecs/op" in its output`);
+  return Number(m[1]);
+}
+
+export function measureMachineProfile(): MachineProfile {
+  const p: MachineProfile = { syscall_ns: null, pipe_roundtrip_us: null, pipe_roundtrip_one_cpu_us: null };
+  const missing: string[] = [];
+  const tryRun = (what: string, f: () => void) => {
+    try {
+      f();
+    } catch (e) {
+      missing.push(`${what}: ${((e as Error).message ?? String(e)).split('\n')[0]}`);
+    }
+  };
+  tryRun('syscall', () => (p.syscall_ns = Math.round(usecsPerOp('perf', ['bench', 'syscall', 'basic', '-l', '300000']) * 1000)));
+  tryRun('pipe', () => (p.pipe_roundtrip_us = Math.round(usecsPerOp('perf', ['bench', 'sched', 'pipe', '-l', '20000']) * 10) / 10));
+  tryRun('pipe on one CPU', () => (p.pipe_roundtrip_one_cpu_us = Math.round(usecsPerOp('taskset', ['-c', '0', 'perf', 'bench', 'sched', 'pipe', '-l', '20000']) * 10) / 10));
+  if (missing.length > 0) p.unavailable = missing.join('; ');
+  return p;
+}
+
+export function formatMachineProfile(p: MachineProfile): string {
+  const f = (x: number | null, unit: string) => (x === null ? 'n/a' : `${x} ${unit}`);
+  return (
+    `machine: system call ${f(p.syscall_ns, 'ns')}, wake-up round trip through pipes ${f(p.pipe_roundtrip_us, 'µs')} ` +
+    `(both on CPU 0: ${f(p.pipe_roundtrip_one_cpu_us, 'µs')})` +
+    (p.unavailable ? `  [not measured: ${p.unavailable}; install linux-perf]` : '')
+  );
+}
