@@ -28,7 +28,7 @@ import { iperfTcp, iperfUdp, median, pingRtt, round1, type CpuUsage, type TcpSam
 import { runJoinBench, type JoinBenchResult } from './join-bench.js';
 import { gmacImpl } from '../../shared/packet-engine.js';
 
-const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--no-p4] [--no-udp] [--no-1g] [--moderation-us N] [--keep-logs] [--join-cpu-prof DIR]
+const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--seconds N] [--rounds N] [--no-modes] [--no-p4] [--no-udp] [--no-1g] [--moderation-us N] [--plain-lab] [--keep-logs] [--join-cpu-prof DIR]
   --only WHAT   run only the data-plane part (tcp) or only the join part (join); default both
   --json FILE   also write the results as JSON to FILE
   --seconds N   iperf3 duration per sample, and GET /join load duration (default 10)
@@ -44,6 +44,10 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
                 -> TinyVR) is measured alongside (TCP 1 stream, 1 Gbit/s, RTT), and so is
                 overlay-loop-wait (gmac, routers with TINYVINE_NATIVE_WAIT=0: every wake-up a turn
                 of Node's event loop)
+  --plain-lab   do not model the cloud hosts' transmit path: the lab's routing, NAT and
+                bridging then run inside the system calls of whichever process sent (as in the
+                tests' lab), and count towards its CPU. By default (with ethtool) they run in
+                kernel threads, as a real VM's transmissions are handled by its host
   --keep-logs   keep the lab logs dir (FullVR/TinyVR/OpenVPN/server logs) after the run
   --join-cpu-prof DIR   run the GET /join load-test server with node --cpu-prof, profile into DIR`;
 
@@ -94,6 +98,7 @@ function parseCli() {
         'no-1g': { type: 'boolean' },
         'moderation-us': { type: 'string' },
         'keep-logs': { type: 'boolean' },
+        'plain-lab': { type: 'boolean' },
         only: { type: 'string' },
         'join-cpu-prof': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -142,6 +147,7 @@ function parseCli() {
     at1g: v['no-1g'] !== true,
     moderation,
     keepLogs: v['keep-logs'] === true,
+    plainLab: v['plain-lab'] === true,
   };
 }
 
@@ -274,7 +280,21 @@ const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'overla
 type LoadedSample = TcpSample & { rttLoadedUs: number | null };
 
 /** Table lines (after the common header) and JSON fields of the data-plane part; null if it cannot run. */
-async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; json: Record<string, unknown> } | null> {
+/** Whether the bench's labs model the cloud hosts' transmit path (LabSpec.hostTx), and the line that says so. */
+interface HostTxModel {
+  on: boolean;
+  note: string;
+}
+
+function hostTxModel(plainLab: boolean): HostTxModel {
+  if (plainLab) return { on: false, note: 'lab: plain (--plain-lab): its routing, NAT and bridging run inside the senders\' system calls and count towards their CPU' };
+  if (!sh('sh', ['-c', 'command -v ethtool'])) {
+    return { on: false, note: 'lab: plain, ethtool is missing (Debian: ethtool): its routing, NAT and bridging run inside the senders\' system calls and count towards their CPU' };
+  }
+  return { on: true, note: 'lab: cloud hosts\' transmit path modeled: beyond each VM\'s and FullVR\'s veth the lab\'s routing, NAT and bridging run in kernel threads (veth NAPI threaded), not in the senders\' system calls' };
+}
+
+async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{ lines: string[]; json: Record<string, unknown> } | null> {
   const support = await labSupport(['ip', 'nft', 'ping', 'iperf3', 'curl', 'openvpn']);
   if (!support.ok) {
     console.error(`bench: tcp: cannot run: ${support.reason}`);
@@ -290,6 +310,7 @@ async function runTcp(opt: Options, cli: string): Promise<{ lines: string[]; jso
         { name: 'b', kind: 'cloud', publicPrefix: '203.0.113.0/25', subnet: '10.2.0.0/24', vms: ['b1'] },
       ],
       keepLogs: opt.keepLogs,
+      hostTx: hostTx.on,
     });
   const lab: Lab = await newLab();
   // One lab, and so one FullVR pair, per auth mode (the default one shares the reference
@@ -959,7 +980,9 @@ async function main(): Promise<number> {
   }, limitMs);
   watchdog.unref();
 
-  const tcp = opt.only === 'join' ? null : await runTcp(opt, cli);
+  const hostTx = hostTxModel(opt.plainLab);
+  if (opt.only !== 'join') console.error(`bench: ${hostTx.note}`);
+  const tcp = opt.only === 'join' ? null : await runTcp(opt, cli, hostTx);
   let join: JoinBenchResult | null = null;
   if (opt.only !== 'tcp') {
     try {
@@ -986,6 +1009,7 @@ async function main(): Promise<number> {
     `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}  gmac GHASH ${ghash}`,
   );
   lines.push(formatMachineProfile(machine));
+  if (tcp) lines.push(hostTx.note);
   if (tcp) lines.push(...tcp.lines);
   if (join) {
     lines.push('');
@@ -1005,6 +1029,7 @@ async function main(): Promise<number> {
     cpus: Number(sh('nproc', [])) || null,
     gmac_ghash: ghash,
     machine_profile: machine,
+    lab_host_tx: opt.only === 'join' ? null : hostTx.on,
     loadavg_start: loadStart,
     loadavg_end: sh('cat', ['/proc/loadavg']),
     seconds: opt.seconds,

@@ -89,6 +89,15 @@ export interface LabSpec {
   logsDir?: string;
   /** Keep the logs dir on cleanup (also: TINYVINE_LAB_KEEP_LOGS=1). */
   keepLogs?: boolean;
+  /**
+   * Model the cloud host's transmit path (the benchmark's labs): the far end of every cloud
+   * VM's and FullVR's veth receives in a NAPI kernel thread of its own (GRO and UDP GRO
+   * forwarding on, `threaded`), so the lab's routing, NAT and bridging beyond a node's NIC
+   * run there, as a real VM's transmissions are handled by the host (vhost), instead of
+   * inside the sending process's system calls. Needs ethtool. Default false: the tests
+   * keep the plain lab.
+   */
+  hostTx?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -427,6 +436,7 @@ export async function createLab(spec: LabSpec): Promise<Lab> {
   try {
     fs.mkdirSync(logsDir, { recursive: true });
     await build(spec, nodes, sites);
+    if (spec.hostTx) await threadHostTx(spec, nodes);
   } catch (e) {
     const errs = await cleanup.run();
     if (errs.length > 0) (e as Error).message += `\n(cleanup after failed build: ${errs.map((x) => x.message).join('; ')})`;
@@ -617,6 +627,30 @@ async function build(spec: LabSpec, nodes: Map<string, LabNode>, sites: Map<stri
 
   // 4. per site: gateway namespace, then its members, nft, per-interface sysctls
   await Promise.all([...inetNft, ...spec.sites.map((s) => (s.kind === 'cloud' ? buildCloud(s, sites.get(s.name)!, nodes) : buildLan(s, sites.get(s.name)!, nodes)))]);
+}
+
+/** The far ends of the cloud nodes' NICs: [namespace, device], see LabSpec.hostTx. */
+function hostTxEnds(spec: LabSpec, nodes: Map<string, LabNode>): Array<[string, string]> {
+  const ends: Array<[string, string]> = [];
+  for (const s of spec.sites) {
+    if (s.kind !== 'cloud') continue;
+    const rtNs = nodes.get(`${s.name}-rt`)!.ns;
+    for (const vm of s.vms) ends.push([rtNs, `v-${vm}`]);
+    if (s.fullvr === false) continue;
+    ends.push(s.fullvrBehindNat ? [rtNs, 'v-fvr'] : [nodes.get('inet')!.ns, `${s.name}-fvr`]);
+  }
+  return ends;
+}
+
+async function threadHostTx(spec: LabSpec, nodes: Map<string, LabNode>): Promise<void> {
+  await Promise.all(
+    hostTxEnds(spec, nodes).map(async ([ns, dev]) => {
+      // veth receives through NAPI only with GRO on, and a sending socket's UDP only with
+      // UDP GRO forwarding too; `threaded` then moves that NAPI into a kernel thread.
+      await nsExec(ns, ['ethtool', '-K', dev, 'gro', 'on', 'rx-udp-gro-forwarding', 'on'], { timeoutMs: 10_000 });
+      await nsExec(ns, ['sh', '-c', `echo 1 > /sys/class/net/${dev}/threaded`], { timeoutMs: 10_000 });
+    }),
+  );
 }
 
 async function buildCloud(s: CloudSiteSpec, site: LabSite, nodes: Map<string, LabNode>): Promise<void> {
