@@ -129,7 +129,7 @@ export function createApp(d: AppDeps): express.Express {
             token: issueToken(d.signingKey, { network, fullvr: second.fullvr.id, ttlSeconds: 30 * 86400, singleUse: false }).token,
           };
     const id = randomBytes(18).toString('base64url');
-    pending.set(id, { config: { fullvr: f.endpoint, fullvrKey: f.publicKey, token, ...(secondary ? { secondary } : {}) }, expires: Date.now() + DOWNLOAD_TTL_MS, left: 3 });
+    pending.set(id, { config: { ...d.cfg.tinyvr, fullvr: f.endpoint, fullvrKey: f.publicKey, token, ...(secondary ? { secondary } : {}) }, expires: Date.now() + DOWNLOAD_TTL_MS, left: 3 });
     const script = renderJoinScript({ ...base, fullvr: { id: f.id, endpoint: f.endpoint, why: choice.why }, network, bundleUrl: `${serverUrl}/tinyvr/${id}.mjs` });
     res.setHeader('X-TinyViNe-FullVR', `${f.id} ${f.endpoint}; reason="${choice.why}"`);
     res.setHeader('Cache-Control', 'no-store');

@@ -2,7 +2,7 @@
 // unknown keys are errors and every problem is one line naming the file and field.
 import { resolve, dirname } from 'node:path';
 import { z } from 'zod';
-import { readConfigFile, runSchema, type Problem, zEndpoint, zId, zKey32, zPrefix } from '../shared/config-error.js';
+import { readConfigFile, runSchema, type Problem, zEndpoint, zId, zKeepalive, zKey32, zModerationMicros, zPrefix, zShortcutIdleSeconds } from '../shared/config-error.js';
 
 const FullvrSchema = z.strictObject({
   // the FullVR's VR id (as in its own config)
@@ -61,6 +61,18 @@ export const ServerConfigSchema = z.strictObject({
       }),
     )
     .default([]),
+  // settings baked into every TinyVR this server installs, for the whole fleet (each one
+  // optional: absent, the TinyVR's own default applies; a flag on the VM still wins). E.g.
+  // moderationMicros: 1000 where wake-ups are dear (less CPU under a steady load, up to 1 ms
+  // more latency per router then), 0 where latency under load matters more.
+  tinyvr: z
+    .strictObject({
+      moderationMicros: zModerationMicros.optional(),
+      keepaliveSeconds: zKeepalive.optional(),
+      shortcuts: z.boolean().optional(),
+      shortcutIdleSeconds: zShortcutIdleSeconds.optional(),
+    })
+    .default({}),
 });
 
 export type ServerConfig = z.output<typeof ServerConfigSchema>;

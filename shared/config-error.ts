@@ -241,6 +241,9 @@ export const zName = z
 /** Keepalive interval: NAT UDP mappings often expire after 30 s, so at most 25. */
 export const zKeepalive = z.number().min(1).max(25).int();
 
+/** Seconds without a packet after which a TinyVR closes a shortcut (0: never). */
+export const zShortcutIdleSeconds = z.number().int().min(0).max(86400);
+
 /** Wake-up moderation default (µs): see PacketEngine.setModeration. */
 export const DEFAULT_MODERATION_US = 500;
 /** Wake-up moderation period in µs: 0 (off) or 10..100000. */

@@ -1,7 +1,7 @@
 // TinyVR configuration: YAML (JSON is valid YAML) validated with zod strict objects, so unknown
 // keys are errors. Every problem becomes one line "file: field: message" in a ConfigError.
 import { z } from 'zod';
-import { ConfigError, DEFAULT_MODERATION_US, readConfigFile, runSchema, zEndpoint, zIfName, zKeepalive, zKey32, zModerationMicros, zToken } from '../shared/config-error.js';
+import { ConfigError, DEFAULT_MODERATION_US, readConfigFile, runSchema, zEndpoint, zIfName, zKeepalive, zKey32, zModerationMicros, zShortcutIdleSeconds, zToken } from '../shared/config-error.js';
 
 export const TinyvrConfigSchema = z.strictObject({
   // the FullVR to join: "host:port" or "[v6]:port"; a host name is resolved at startup
@@ -45,7 +45,7 @@ export const TinyvrConfigSchema = z.strictObject({
   // a shortcut is opened when this VM first sends to that site, and closed again after this
   // many seconds without a packet either way (its traffic goes through our FullVR until the
   // next packet opens it again); 0: keep it open once opened
-  shortcutIdleSeconds: z.number().int().min(0).max(86400).default(60),
+  shortcutIdleSeconds: zShortcutIdleSeconds.default(60),
 });
 
 export type TinyvrConfig = z.output<typeof TinyvrConfigSchema>;
