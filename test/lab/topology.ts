@@ -647,8 +647,13 @@ async function threadHostTx(spec: LabSpec, nodes: Map<string, LabNode>): Promise
     hostTxEnds(spec, nodes).map(async ([ns, dev]) => {
       // veth receives through NAPI only with GRO on, and a sending socket's UDP only with
       // UDP GRO forwarding too; `threaded` then moves that NAPI into a kernel thread.
-      await nsExec(ns, ['ethtool', '-K', dev, 'gro', 'on', 'rx-udp-gro-forwarding', 'on'], { timeoutMs: 10_000 });
-      await nsExec(ns, ['sh', '-c', `echo 1 > /sys/class/net/${dev}/threaded`], { timeoutMs: 10_000 });
+      try {
+        await nsExec(ns, ['ethtool', '-K', dev, 'gro', 'on', 'rx-udp-gro-forwarding', 'on'], { timeoutMs: 10_000 });
+        await nsExec(ns, ['sh', '-c', `echo 1 > /sys/class/net/${dev}/threaded && test "$(cat /sys/class/net/${dev}/threaded)" = 1`], { timeoutMs: 10_000 });
+      } catch (e) {
+        const why = ((e as Error).message ?? String(e)).split('\n')[0];
+        throw new Error(`hostTx: cannot give ${dev} a NAPI thread of its own on this kernel (${why}); run without it (bench: --plain-lab)`);
+      }
     }),
   );
 }
