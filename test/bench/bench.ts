@@ -24,7 +24,7 @@ import { BenchOverlay, findCli } from './bench-overlay.js';
 import { formatMachineProfile, measureMachineProfile } from './machine-profile.js';
 import { startOpenvpn, type OpenvpnTunnel } from './openvpn.js';
 import { startTinc, type TincTunnel } from './tinc.js';
-import { iperfTcp, iperfUdp, median, pingRtt, round1, type CpuUsage, type TcpSample, type UdpSample } from './measure.js';
+import { firstLine, iperfTcp, iperfUdp, median, pingRtt, round1, type CpuUsage, type TcpSample, type UdpSample } from './measure.js';
 import { runJoinBench, type JoinBenchResult } from './join-bench.js';
 import { gmacImpl } from '../../shared/packet-engine.js';
 
@@ -279,7 +279,6 @@ const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'overla
 /** A paced-load sample: the TCP figures and the median ping RTT while it ran. */
 type LoadedSample = TcpSample & { rttLoadedUs: number | null };
 
-/** Table lines (after the common header) and JSON fields of the data-plane part; null if it cannot run. */
 /** Whether the bench's labs model the cloud hosts' transmit path (LabSpec.hostTx), and the line that says so. */
 interface HostTxModel {
   on: boolean;
@@ -294,6 +293,7 @@ function hostTxModel(plainLab: boolean): HostTxModel {
   return { on: true, note: 'lab: cloud hosts\' transmit path modeled: beyond each VM\'s and FullVR\'s veth the lab\'s routing, NAT and bridging run in kernel threads (veth NAPI threaded), not in the senders\' system calls' };
 }
 
+/** Table lines (after the common header) and JSON fields of the data-plane part; null if it cannot run. */
 async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{ lines: string[]; json: Record<string, unknown> } | null> {
   const support = await labSupport(['ip', 'nft', 'ping', 'iperf3', 'curl', 'openvpn']);
   if (!support.ok) {
@@ -1009,8 +1009,7 @@ async function main(): Promise<number> {
     `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}  gmac GHASH ${ghash}`,
   );
   lines.push(formatMachineProfile(machine));
-  if (tcp) lines.push(hostTx.note);
-  if (tcp) lines.push(...tcp.lines);
+  if (tcp) lines.push(hostTx.note, ...tcp.lines);
   if (join) {
     lines.push('');
     lines.push(...join.lines);
@@ -1056,7 +1055,7 @@ main().then(
     process.exitCode = code;
   },
   (e) => {
-    console.error(`bench: FAILED: ${((e as Error)?.message ?? String(e)).split('\n')[0]}`);
+    console.error(`bench: FAILED: ${firstLine(e)}`);
     process.exitCode = 1;
   },
 );

@@ -27,7 +27,7 @@ import { Cleanup } from '../lab/netns.js';
 import { blueNetwork, waitFor, writeJoinLabState } from '../lab/overlay-harness.js';
 import { createLab, labSupport, type Lab } from '../lab/topology.js';
 import { BenchOverlay } from './bench-overlay.js';
-import { cpuSampler, median, round1 } from './measure.js';
+import { cpuSampler, firstLine, median, round1 } from './measure.js';
 
 export const JOIN_TARGETS = { rps: 2000, p99Ms: 50, timeToJoinMs: 1500 } as const;
 
@@ -61,7 +61,6 @@ const API_TOKEN = `bench-api-token-${randomBytes(8).toString('hex')}`;
 const LAB_SERVER = 'http://198.51.100.1:8080';
 
 const say = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
-const firstLine = (e: unknown) => ((e as Error)?.message ?? String(e)).split('\n')[0] ?? '';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Percentile (nearest rank) of an ascending array. */

@@ -5,6 +5,7 @@
 // the output, runs on different machines can be compared. `perf bench` (Debian linux-perf)
 // does the measuring; without it the profile says so and the bench goes on.
 import { execFileSync } from 'node:child_process';
+import { firstLine } from './measure.js';
 
 export interface MachineProfile {
   /** One getppid() round trip into the kernel, ns (`perf bench syscall basic`). */
@@ -31,7 +32,7 @@ export function measureMachineProfile(): MachineProfile {
     try {
       f();
     } catch (e) {
-      missing.push(`${what}: ${((e as Error).message ?? String(e)).split('\n')[0]}`);
+      missing.push(`${what}: ${firstLine(e)}`);
     }
   };
   tryRun('syscall', () => (p.syscall_ns = Math.round(usecsPerOp('perf', ['bench', 'syscall', 'basic', '-l', '300000']) * 1000)));

@@ -13,6 +13,9 @@ export function median(xs: readonly number[]): number | null {
 
 export const round1 = (x: number): number => Math.round(x * 10) / 10;
 
+/** The first line of an error's message (or of the thrown value). */
+export const firstLine = (e: unknown): string => ((e as Error)?.message ?? String(e)).split('\n')[0] ?? '';
+
 export interface TcpSample {
   /** Receiver-side Mbit/s (end.sum_received.bits_per_second / 1e6). */
   mbps: number;
