@@ -72,7 +72,9 @@ const commands: Record<string, Runner> = {
   --moderation-us N     wake-up moderation under bulk load, 0 = off (default 500)
   --no-shortcuts        send all overlay traffic through our FullVR, even where it offers
                         a direct session to the FullVR of the destination's site
-  --shortcut-idle SECONDS  close a shortcut unused this long, 0 = never (default 60)`;
+  --shortcut-idle SECONDS  close a shortcut (or direct path) unused this long, 0 = never (default 60)
+  --no-direct           never open a direct path to another member's TinyVR, even where a
+                        FullVR introduces us (traffic then always crosses a FullVR)`;
     const o = parse(argv, TINYVR_FLAG_OPTIONS, usage);
     setLogComponent('tinyvr');
     const { loadTinyvrRaw, parseTinyvrConfig } = await import('../tinyvr/config.js');

@@ -71,6 +71,7 @@ export const ServerConfigSchema = z.strictObject({
       keepaliveSeconds: zKeepalive.optional(),
       shortcuts: z.boolean().optional(),
       shortcutIdleSeconds: zShortcutIdleSeconds.optional(),
+      direct: z.boolean().optional(),
     })
     .default({}),
 });

@@ -101,6 +101,13 @@ export const FullvrConfigSchema = z.strictObject({
   // cannot reach the peer keeps sending through this FullVR. false: all traffic of our members
   // goes through us, and peers' members are refused (they fall back to their own FullVR).
   shortcuts: z.boolean().default(true),
+  // direct paths: when we forward between two TinyVRs we hold sessions with (ours, or peers'
+  // members on a shortcut), introduce them to each other so they open a session straight
+  // between them through their NATs and leave every FullVR off their path (less latency and
+  // CPU; we no longer see or police that traffic, the members check each other's sources).
+  // Members that cannot reach each other keep using us. false: all our members' traffic
+  // crosses a FullVR (e.g. where the FullVRs are the place that logs or polices it).
+  directPaths: z.boolean().default(true),
   // the download server ("ViNe Authority") this FullVR trusts and reports to
   authority: z
     .strictObject({

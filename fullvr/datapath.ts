@@ -84,6 +84,8 @@ export class FullvrDatapath {
   readonly relayFor = new WatchedSet<number>();
   /** Session index -> VR id, for sessions with peer FullVRs. Write with setSessionVr. */
   readonly sessionVr = new Int32Array(65536);
+  /** Told of member-to-member forwarding decided here (direct-path introductions), if set. */
+  onMemberPair: ((from: number, to: number) => void) | null = null;
   /** The verdict-cache generation (never 0), shared with the engine. */
   readonly cacheGen = new Int32Array([1]);
   private queueVrId = 0;
@@ -251,6 +253,8 @@ export class FullvrDatapath {
     const de = t.lndtLookupDst(buf, off);
     if (de >= 0) {
       if (t.lndtNetwork[de] !== net) return this.drop(meta, b, D.WRONG_NETWORK);
+      const to = t.lndtSession[de];
+      if (to > 0 && session > 0 && this.onMemberPair) this.onMemberPair(session, to);
       return this.forward(meta, b, off, session, t.lndtSession[de], net, false); // 0 = TUN (LAN), >0 = member session
     }
     const vr = t.gndtLookupDst(net, buf, off);

@@ -36,9 +36,10 @@ import { MemberTickets } from './tickets.js';
 import { ShortcutTickets } from './shortcut-tickets.js';
 import { startHeartbeats, type HeartbeatBody } from './heartbeat.js';
 import { startTcpAcceptor, startTcpConnector } from './tcp-fallback.js';
-import { PeerControl } from './peer-control.js';
+import { SessionControl } from '../shared/session-control.js';
 import { cidrContains } from '../shared/cidr.js';
 import { subscribeTables } from './table-subscription.js';
+import { DirectIntros } from './direct-intros.js';
 import { verifyTables, type TablesBody } from '../shared/signed-tables.js';
 import { parseFullvrConfig } from './config.js';
 import { key as memberKey } from './members.js';
@@ -77,10 +78,11 @@ export class FullVR {
   private stopped = false;
   private stopHeartbeats: (() => void) | null = null;
   private cleanups: Array<() => void> = [];
-  private control: PeerControl;
+  private control: SessionControl;
   /** Members that failed over to another FullVR: network -> address -> serving VR (host routes). */
   private hostRoutes = new Map<number, Map<string, number>>();
   private readonly shortcuts: ShortcutTickets;
+  private readonly intros: DirectIntros | null;
   private started = false;
 
   constructor(
@@ -101,7 +103,7 @@ export class FullVR {
       this.tables.setPeer(p.id, { host: ep.host, port: ep.port, publicKey: p.publicKey });
     }
     this.datapath = new FullvrDatapath(this.tables, cfg.id, BATCH);
-    this.control = new PeerControl(cfg.id);
+    this.control = new SessionControl(cfg.id);
     this.tokens =
       tokens ??
       new FullvrTokens({
@@ -118,6 +120,8 @@ export class FullVR {
     });
     const shortcuts = cfg.shortcuts ? this.shortcuts : null;
     this.members = new Members(cfg.id, networks, this.tables, this.tokens, this.mtu, new MemberTickets(cfg.privateKey, cfg.id), shortcuts);
+    this.intros = cfg.directPaths ? new DirectIntros({ members: this.members, send: (s, p) => this.sendControl(s, p) }) : null;
+    if (this.intros) this.datapath.onMemberPair = (from, to) => this.intros!.forwarded(from, to);
     // One session per peer carries every network, so it uses the strongest mode any of them asks for.
     this.peerMode = strongestMode(cfg.networks.map((n) => authModeOf(n.auth)));
   }
@@ -325,8 +329,11 @@ export class FullVR {
         break;
       case MsgType.QUEUE: {
         const c = this.control.decode(msg);
-        if (c) this.onPeerControl(c.vr, c.payload);
-        else this.counters.ctrl_rejected++;
+        if (!c) this.counters.ctrl_rejected++;
+        else if (this.datapath.sessionKind[c.session] === SessionKind.MEMBER) {
+          // A member asking to be introduced again to a peer it knew (its NAT mapping expired).
+          if (c.payload.op === 'direct') this.intros?.asked(c.session, c.payload.addr);
+        } else this.onPeerControl(c.vr, c.payload);
         break;
       }
       case MsgType.ERROR: {
@@ -396,6 +403,10 @@ export class FullVR {
     this.datapath.setSessionNetwork(index, net.id);
     const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`, adm.grant, adm.shortcut);
     if (replaced !== null) this.dropMemberSession(replaced);
+    // Control messages (direct-path introductions) ride the member's session too.
+    this.control.register(index, { txKey: r.txKey, rxKey: r.rxKey, remoteIndex: init.remoteIndex, vr: -1 });
+    const directKey = init.payload.direct;
+    if (this.intros && typeof directKey === 'string' && isPublicKey(directKey)) this.members.get(index)!.directKey = directKey;
     this.engine.sendRaw(host, port, r.message);
     if (adm.shortcut) this.counters.shortcut_joins++;
     else this.counters.joins++;
@@ -458,7 +469,18 @@ export class FullVR {
     this.tables.setGndt(id, [...n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })), ...hosts]);
   }
 
+  /** A CTRL message on session `session` (a peer's or a member's); false if it has no control keys. */
+  private sendControl(session: number, payload: Record<string, unknown>): boolean {
+    const m = this.control.encode(session, payload);
+    const info = m ? this.engine.sessionInfo(session) : null;
+    if (!m || !info) return false;
+    this.engine.sendRaw(info.peerHost, info.peerPort, m);
+    return true;
+  }
+
   private dropMemberSession(index: number): void {
+    this.control.unregister(index);
+    this.intros?.forget(index);
     this.engine.deleteSession(index);
     this.datapath.setSessionKind(index, SessionKind.NONE);
     this.indices.release(index);
@@ -564,6 +586,7 @@ export class FullVR {
   private askToRejoin(session: number, endpoint: string): void {
     const ep = parseEndpoint(endpoint);
     this.engine.deleteSession(session);
+    this.control.unregister(session);
     this.datapath.setSessionKind(session, SessionKind.NONE);
     this.engine.sendRaw(ep.host, ep.port, encodeError(1, session, this.cfg.id));
   }
@@ -595,6 +618,7 @@ export class FullVR {
         ...this.counters,
         routed: this.datapath.routed + (engine.cache_routed ?? 0),
         relayed: this.datapath.relayed + (engine.cache_relayed ?? 0),
+        direct_intros: this.intros?.intros ?? 0,
       },
       tables: { version: this.tablesVersion, appliedAt: this.tablesAppliedAt },
       joinRefusals: this.refusals,
@@ -604,6 +628,15 @@ export class FullVR {
       peers: this.peers.status(),
       routing: this.tables.describe(),
     };
+  }
+}
+
+function isPublicKey(b64: string): boolean {
+  try {
+    loadPublicKey(b64);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -22,6 +22,8 @@ export interface Member {
   joinedAt: number;
   /** Another FullVR's member with a direct session here (a shortcut): never announced, never offered shortcuts. */
   shortcut?: boolean;
+  /** Its TinyVR's X25519 key for direct paths (base64), if it takes them. */
+  directKey?: string;
 }
 
 export interface JoinRequest {
@@ -77,6 +79,11 @@ export class Members {
 
   get(session: number): Member | undefined {
     return this.bySession.get(session);
+  }
+
+  /** The member holding overlay address `address` in `network`. */
+  byAddr(network: number, address: string): Member | undefined {
+    return this.byAddress.get(key(network, address));
   }
 
   /**

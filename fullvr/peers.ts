@@ -7,7 +7,7 @@ import { monotonicMs, type AuthMode, type PacketEngine } from '../shared/packet-
 import type { SessionIndexAllocator } from '../shared/session-index.js';
 import { log } from '../shared/log.js';
 import { SessionKind, type FullvrDatapath } from './datapath.js';
-import type { PeerControl } from './peer-control.js';
+import type { SessionControl } from '../shared/session-control.js';
 
 export interface PeerConfig {
   id: number;
@@ -51,7 +51,7 @@ export class Peers {
     private mode: AuthMode,
     private keepaliveMs: number,
     peers: PeerConfig[],
-    private control?: PeerControl,
+    private control?: SessionControl,
   ) {
     for (const cfg of peers) this.addPeer(cfg);
   }

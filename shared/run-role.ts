@@ -43,6 +43,7 @@ export const TINYVR_FLAG_OPTIONS = {
   'secondary-key': { type: 'string' },
   'secondary-token': { type: 'string' },
   'no-shortcuts': { type: 'boolean' },
+  'no-direct': { type: 'boolean' },
   'shortcut-idle': { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -70,6 +71,7 @@ export function applyTinyvrFlags(raw: Record<string, unknown>, o: TinyvrFlags): 
     joinTimeoutSeconds: num(o['join-timeout'], 'join-timeout'),
     moderationMicros: num(o['moderation-us'], 'moderation-us', 'microseconds'),
     shortcuts: o['no-shortcuts'] ? false : undefined,
+    direct: o['no-direct'] ? false : undefined,
     shortcutIdleSeconds: num(o['shortcut-idle'], 'shortcut-idle'),
     secondary:
       o.secondary || o['secondary-key']

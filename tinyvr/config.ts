@@ -46,6 +46,11 @@ export const TinyvrConfigSchema = z.strictObject({
   // many seconds without a packet either way (its traffic goes through our FullVR until the
   // next packet opens it again); 0: keep it open once opened
   shortcutIdleSeconds: zShortcutIdleSeconds.default(60),
+  // direct paths: where a FullVR introduces us to another member we exchange traffic with
+  // (its config `directPaths: true`), open a session straight to that member's TinyVR through
+  // both NATs, so that traffic crosses no FullVR; closed after shortcutIdleSeconds unused.
+  // Whatever has no live direct path goes the FullVR way. false: never.
+  direct: z.boolean().default(true),
 });
 
 export type TinyvrConfig = z.output<typeof TinyvrConfigSchema>;

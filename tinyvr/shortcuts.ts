@@ -9,7 +9,8 @@
 //
 // The native TUN pump picks the session per packet from the route entries written into the
 // shared pump configuration (pumps.c, "Shortcut routes") and counts the packets per entry,
-// open or not; this module maintains the entries and reads the counts once a second.
+// open or not; this module maintains the entries (with those of the direct paths,
+// tinyvr/direct-paths.ts, first) and reads the counts once a second.
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { ipToBytes, parseCidr, parseEndpoint } from '../shared/cidr.js';
@@ -20,13 +21,29 @@ import { monotonicMs, type PacketEngine } from '../shared/packet-engine.js';
 import type { SessionIndexAllocator } from '../shared/session-index.js';
 import { SHORTCUT_KEEPALIVE_MS, SHORTCUT_SILENCE_MS, type ShortcutOffer } from '../shared/shortcut-offer.js';
 import { authModeOf, type AuthName } from '../shared/auth-mode.js';
+import type { SessionControl } from '../shared/session-control.js';
 
 /** Layout of the route entries in the pump configuration (shared/native/pumps.c: TV_SC_*). */
 export const SC_COUNT = 4;
 export const SC_BASE = 8;
-export const SC_FIELDS = 8;
+export const SC_FIELDS = 9;
 export const SC_HITS = 7;
-export const SC_MAX = 16;
+export const SC_FLAGS = 8;
+export const SC_MAX = 32;
+/** Entry flags: another member's session (its DATA must come from the entry's prefix)... */
+export const SC_DIRECT = 1;
+/** ...still receiving while it closes, but no longer sent to. */
+export const SC_RXONLY = 2;
+
+/** A route entry another module (direct paths) puts in the pump configuration. */
+export interface ExtraRoute {
+  /** 0: not open (sent the default way, but counted) */
+  session: number;
+  cidr: string;
+  flags: number;
+  /** the entry's hits moved since the last tick */
+  onUse: (now: number) => void;
+}
 export const PUMP_CFG_LEN = SC_BASE + SC_FIELDS * SC_MAX;
 
 /** A handshake without an answer backs off to this. */
@@ -79,12 +96,18 @@ export interface ShortcutOptions {
   pumpCfg: Int32Array;
   /** Close a shortcut after this long without a packet either way (0: never). */
   idleMs: number;
+  /** Control messages on the shortcut sessions (direct-path introductions from peer FullVRs). */
+  control?: SessionControl;
+  /** Our key for direct paths, announced in the join (the peer FullVR may introduce us). */
+  directKey?: string;
+  /** Entries placed before the shortcuts' (direct paths: host routes, longest prefix anyway). */
+  extraRoutes?: () => ExtraRoute[];
 }
 
 export class Shortcuts {
   private links = new Map<number, Link>();
-  /** The link behind each route entry in pumpCfg, and the entry's hits when last read. */
-  private entries: Array<{ link: Link; hits: number }> = [];
+  /** Who hears of each route entry's use in pumpCfg, and the entry's hits when last read. */
+  private entries: Array<{ use: (now: number) => void; hits: number }> = [];
   readonly counters = { shortcuts_up: 0, shortcuts_dropped: 0, shortcuts_refused: 0, shortcuts_closed_idle: 0 };
 
   constructor(private o: ShortcutOptions) {}
@@ -116,7 +139,7 @@ export class Shortcuts {
       keep.add(offer.vr);
     }
     for (const [vr, link] of this.links) if (!keep.has(vr)) this.close(link);
-    this.writeRoutes();
+    this.refreshRoutes();
   }
 
   /** A handshake answer (RESP) for one of our initiators? */
@@ -172,7 +195,7 @@ export class Shortcuts {
 
   stop(): void {
     for (const l of this.links.values()) this.close(l, 'the TinyVR is stopping');
-    this.writeRoutes();
+    this.refreshRoutes();
   }
 
   status(): Array<Record<string, unknown>> {
@@ -194,7 +217,7 @@ export class Shortcuts {
     const cfg = this.o.pumpCfg;
     this.entries.forEach((x, i) => {
       const hits = cfg[SC_BASE + i * SC_FIELDS + SC_HITS]!;
-      if (hits !== x.hits) x.link.usedAt = now;
+      if (hits !== x.hits) x.use(now);
       x.hits = hits;
     });
     for (const l of this.links.values()) {
@@ -230,7 +253,7 @@ export class Shortcuts {
     link.closingAt = now;
     link.routes = [];
     link.reason = `idle for ${Math.round((now - link.usedAt) / 1000)} s`;
-    this.writeRoutes();
+    this.refreshRoutes();
     this.counters.shortcuts_closed_idle++;
     log.info('shortcut closed (idle), using our FullVR', { vr: link.offer.vr, reason: link.reason });
   }
@@ -238,8 +261,7 @@ export class Shortcuts {
   private finishClose(link: Link, now: number, reopen = true): void {
     const session = link.session;
     link.session = 0;
-    this.o.engine.deleteSession(session);
-    this.o.indices.release(session);
+    this.deleteSession(session);
     this.toIdle(link, now);
     // Used while closing: open again at once (a new session; the peer forgot the old one).
     if (reopen && link.usedAt > link.closingAt) {
@@ -274,7 +296,7 @@ export class Shortcuts {
       senderId: 0,
       host: link.host,
       port: link.port,
-      payload: () => ({ kind: 'tinyvr', shortcut: link.offer.ticket }),
+      payload: () => ({ kind: 'tinyvr', shortcut: link.offer.ticket, direct: this.o.directKey }),
       onEstablished: (s) => this.up(link, s),
       onRefused: (reason) => {
         this.counters.shortcuts_refused++;
@@ -325,6 +347,7 @@ export class Shortcuts {
       return;
     }
     link.session = s.index;
+    this.o.control?.register(s.index, { txKey: s.txKey, rxKey: s.rxKey, remoteIndex: s.remoteIndex, vr: link.offer.vr });
     link.rxData = 0; // a new session counts from 0
     link.remoteIndex = s.remoteIndex;
     link.routes = routes;
@@ -332,11 +355,8 @@ export class Shortcuts {
     link.reason = undefined;
     link.upAt = monotonicMs();
     link.initiator?.stop();
-    this.writeRoutes();
-    if (old && old !== s.index) {
-      this.o.engine.deleteSession(old);
-      this.o.indices.release(old);
-    }
+    this.refreshRoutes();
+    if (old && old !== s.index) this.deleteSession(old);
     this.counters.shortcuts_up++;
     log.info('shortcut up', { vr: link.offer.vr, endpoint: link.offer.endpoint, routes: routes.join(','), session: s.index });
   }
@@ -349,13 +369,18 @@ export class Shortcuts {
     link.session = 0;
     link.routes = [];
     link.reason = why;
-    this.writeRoutes();
-    this.o.engine.deleteSession(session);
-    this.o.indices.release(session);
+    this.refreshRoutes();
+    this.deleteSession(session);
     this.counters.shortcuts_dropped++;
     const fields = { vr: link.offer.vr, why };
     if (expected) log.info('shortcut dropped, using our FullVR', fields);
     else log.warn('shortcut dropped, using our FullVR', fields);
+  }
+
+  private deleteSession(session: number): void {
+    this.o.engine.deleteSession(session);
+    this.o.indices.release(session);
+    this.o.control?.unregister(session);
   }
 
   /** Drop a live shortcut and handshake again at once (backing off by itself while the path stays dead). */
@@ -373,29 +398,34 @@ export class Shortcuts {
   }
 
   /**
-   * Rewrite the route entries for the native pump: a live shortcut's confirmed routes with its
-   * session, any other's offered routes with session 0 (sent through our FullVR, but counted:
-   * that is the demand that opens it). The count last, so the pump never reads a half-written
-   * entry; hits restart at 0 (a rewrite is not a use).
+   * Rewrite the route entries for the native pump: the direct paths' (extraRoutes), then a
+   * live shortcut's confirmed routes with its session, any other's offered routes with
+   * session 0 (sent through our FullVR, but counted: that is the demand that opens it). The
+   * count last, so the pump never reads a half-written entry; hits restart at 0 (a rewrite is
+   * not a use).
    */
-  private writeRoutes(): void {
+  refreshRoutes(): void {
     const cfg = this.o.pumpCfg;
     cfg[SC_COUNT] = 0;
-    const entries: Array<{ link: Link; hits: number }> = [];
+    const entries: Array<{ use: (now: number) => void; hits: number }> = [];
+    const put = (session: number, cidr: string, flags: number, use: (now: number) => void) => {
+      if (entries.length === SC_MAX) return;
+      const c = parseCidr(cidr);
+      const at = SC_BASE + entries.length * SC_FIELDS;
+      const addr = new Uint8Array(16);
+      addr.set(ipToBytes(c.network));
+      cfg[at] = session;
+      cfg[at + 1] = c.family;
+      cfg[at + 2] = c.bits;
+      new Uint8Array(cfg.buffer, cfg.byteOffset + (at + 3) * 4, 16).set(addr);
+      cfg[at + SC_HITS] = 0;
+      cfg[at + SC_FLAGS] = flags;
+      entries.push({ use, hits: 0 });
+    };
+    for (const x of this.o.extraRoutes?.() ?? []) put(x.session, x.cidr, x.flags, x.onUse);
     for (const l of this.links.values()) {
-      for (const r of l.state === 'up' ? l.routes : l.offer.routes) {
-        if (entries.length === SC_MAX) break;
-        const c = parseCidr(r);
-        const at = SC_BASE + entries.length * SC_FIELDS;
-        const addr = new Uint8Array(16);
-        addr.set(ipToBytes(c.network));
-        cfg[at] = l.state === 'up' ? l.session : 0;
-        cfg[at + 1] = c.family;
-        cfg[at + 2] = c.bits;
-        new Uint8Array(cfg.buffer, cfg.byteOffset + (at + 3) * 4, 16).set(addr);
-        cfg[at + SC_HITS] = 0;
-        entries.push({ link: l, hits: 0 });
-      }
+      const use = (now: number) => (l.usedAt = now);
+      for (const r of l.state === 'up' ? l.routes : l.offer.routes) put(l.state === 'up' ? l.session : 0, r, 0, use);
     }
     this.entries = entries;
     cfg[SC_COUNT] = entries.length;

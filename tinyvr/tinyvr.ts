@@ -29,6 +29,8 @@ import { MsgType, decodeError } from '../shared/wire.js';
 import { authModeOf, type AuthName } from '../shared/auth-mode.js';
 import type { TinyvrConfig } from './config.js';
 import { PUMP_CFG_LEN, Shortcuts } from './shortcuts.js';
+import { DirectPaths } from './direct-paths.js';
+import { SessionControl } from '../shared/session-control.js';
 import { SHORTCUT_KEEPALIVE_MS, shortcutOffers } from '../shared/shortcut-offer.js';
 
 // Room for a whole TSO super-packet or UDP GRO message split into segments (≤ ~45 at MTU 1432).
@@ -75,6 +77,9 @@ export class TinyVR {
   // Entries 0..3 (Cfg) and the shortcut routes (tinyvr/shortcuts.ts) after them.
   private readonly pumpCfg = new Int32Array(PUMP_CFG_LEN);
   private shortcuts: Shortcuts | null = null;
+  private direct: DirectPaths | null = null;
+  /** CTRL on our sessions with FullVRs (direct-path introductions). */
+  private readonly control = new SessionControl(0);
   /** The session with the FullVR (0: none yet). */
   private get session(): number {
     return this.pumpCfg[Cfg.SESSION];
@@ -144,7 +149,26 @@ export class TinyVR {
     // FullVR -> TUN if addressed to us), so the engine reads, decides and forwards by itself from
     // its poll callback: a wake-up that carries only data never enters JS. JS hears of control
     // messages (handshake answers, errors) and keeps the shortcut routes in pumpCfg current.
-    this.shortcuts = new Shortcuts({ engine: this.engine, indices: this.indices, pumpCfg: this.pumpCfg, idleMs: this.cfg.shortcutIdleSeconds * 1000 });
+    const idleMs = this.cfg.shortcutIdleSeconds * 1000;
+    if (this.cfg.direct) {
+      this.direct = new DirectPaths({
+        engine: this.engine,
+        indices: this.indices,
+        control: this.control,
+        mode: () => authModeOf(this.join?.auth),
+        idleMs,
+        onRoutes: () => this.shortcuts?.refreshRoutes(),
+      });
+    }
+    this.shortcuts = new Shortcuts({
+      engine: this.engine,
+      indices: this.indices,
+      pumpCfg: this.pumpCfg,
+      idleMs,
+      control: this.control,
+      directKey: this.direct?.publicKey,
+      extraRoutes: () => this.direct?.routes() ?? [],
+    });
     this.engine.pumpTunNative(batchTun, this.pumpCfg);
     this.engine.pumpUdpNative(batchUdp, this.pumpCfg, this.own4, this.own6, (n) => this.afterUdp(batchUdp, n));
     this.initiator = new Initiator({
@@ -154,7 +178,7 @@ export class TinyVR {
       senderId: 0,
       host: this.fullvrHost,
       port: this.fullvrPort,
-      payload: () => ({ kind: 'tinyvr', token: this.cfg.token, ticket: this.ticket, addrs: this.physicalAddrs, want: this.join?.address }),
+      payload: () => ({ kind: 'tinyvr', token: this.cfg.token, ticket: this.ticket, addrs: this.physicalAddrs, want: this.join?.address, direct: this.direct?.publicKey }),
       onEstablished: (s) => this.onJoined(s, false),
       onRefused: (reason) => this.onRefused(reason),
       maxRetryMs: 2000,
@@ -216,7 +240,12 @@ export class TinyVR {
     // we rejoin, what they send us is lost there.
     const every = this.secondaryInitiator || this.cfg.shortcuts ? 1000 : Math.min(ka, 1000 * Math.max(1, this.join?.keepaliveSeconds ?? 10));
     this.timers.push(setInterval(() => this.tick(), every));
-    this.timers.push(setInterval(() => this.shortcuts?.tick(), SHORTCUT_KEEPALIVE_MS));
+    this.timers.push(
+      setInterval(() => {
+        this.shortcuts?.tick(); // reads the pump's hits for the direct paths' entries too
+        this.direct?.tick();
+      }, SHORTCUT_KEEPALIVE_MS),
+    );
   }
 
   private onRefused(reason: string): void {
@@ -255,9 +284,11 @@ export class TinyVR {
     this.remoteIndex = s.remoteIndex;
     this.homeVr = s.remoteSenderId;
     this.pumpCfg[Cfg.OUTNET] = p.network;
+    this.control.register(s.index, { txKey: s.txKey, rxKey: s.rxKey, remoteIndex: s.remoteIndex, vr: s.remoteSenderId });
     if (old && old !== s.index) {
       this.engine.deleteSession(old);
       this.indices.release(old);
+      this.control.unregister(old);
     }
     this.join = p;
     this.onSecondary = secondary;
@@ -338,7 +369,16 @@ export class TinyVR {
       const type = batch.meta[b + M.TYPE];
       if (type === MsgType.RESP) {
         const idx = msg.readUInt32BE(4);
-        if (!this.initiator.handleResp(idx, msg) && !this.secondaryInitiator?.handleResp(idx, msg)) this.shortcuts?.handleResp(idx, msg);
+        if (!this.initiator.handleResp(idx, msg) && !this.secondaryInitiator?.handleResp(idx, msg) && !this.shortcuts?.handleResp(idx, msg)) {
+          this.direct?.handleResp(idx, msg);
+        }
+      } else if (type === MsgType.INIT) {
+        const { host, port } = batch.addrString(i);
+        this.direct?.handleInit(msg, host, port);
+      } else if (type === MsgType.QUEUE) {
+        // CTRL from our FullVR or a shortcut's: an introduction to another member.
+        const c = this.control.decode(msg);
+        if (c?.payload.op === 'direct') this.direct?.handleIntro(c.session, c.payload);
       }
       else if (type === MsgType.ERROR) {
         try {
@@ -418,6 +458,7 @@ export class TinyVR {
     this.initiator?.stop();
     this.secondaryInitiator?.stop();
     this.shortcuts?.stop();
+    this.direct?.stop();
     this.statusServer?.close();
     this.engine?.close(); // closing the TUN fd removes the device and every route through it
     for (const e of this.net.rollback()) log.warn('cleanup', { error: e });
@@ -437,9 +478,10 @@ export class TinyVR {
       join: this.join ? { ...this.join, ticket: undefined, shortcuts: undefined } : null,
       routes: [...this.installedRoutes],
       shortcuts: this.shortcuts?.status() ?? [],
+      direct: this.direct?.status() ?? [],
       session: info,
       // not_for_me is counted by the engine (the native pump decides what is for us).
-      counters: { ...this.counters, ...this.shortcuts?.counters, not_for_me: engine.not_for_me ?? 0 },
+      counters: { ...this.counters, ...this.shortcuts?.counters, ...this.direct?.counters, not_for_me: engine.not_for_me ?? 0, direct_spoofed: engine.direct_spoofed ?? 0 },
       engine,
     };
   }

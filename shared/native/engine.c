@@ -55,6 +55,7 @@ static const char *const stat_names[ST_COUNT] = {
   [ST_MOD_TICKS] = "moderation_ticks",
   [ST_MOD_ENTRIES] = "moderation_entries",
   [ST_NATIVE_WAKEUPS] = "native_wakeups",
+  [ST_DIRECT_SPOOFED] = "direct_spoofed",
   [ST_DROP_BASE + DR_TRUNCATED] = "truncated",
   [ST_DROP_BASE + DR_BAD_VERSION] = "bad_version",
   [ST_DROP_BASE + DR_BAD_TYPE] = "bad_type",

@@ -23,13 +23,14 @@
 #define TV_PUMP_BATCHES 16 /* batches per wake-up, as the JS pump: the other fd gets its turn */
 
 /* Shortcut routes of a TinyVR (cfg[TV_SC_COUNT] entries from cfg[TV_SC_BASE], TV_SC_FIELDS
- * each: session, family 4|6, prefix bits, the prefix's 16 address bytes as 4 int32s, hits):
- * a packet whose destination lies in one goes to that session (a peer FullVR serving the
- * destination's site) instead of the default one; an entry with session 0 (a shortcut not
- * open) sends it the default way. Either way the entry's hits count the packet: that is how
- * the TinyVR sees which shortcuts are wanted (opened on demand, closed when idle). A handful
- * of sites, so a linear scan. */
-enum { TV_SC_COUNT = 4, TV_SC_BASE = 8, TV_SC_FIELDS = 8, TV_SC_HITS = 7, TV_SC_MAX = 16 };
+ * each: session, family 4|6, prefix bits, the prefix's 16 address bytes as 4 int32s, hits,
+ * flags): a packet whose destination lies in one goes to that session (a peer FullVR serving
+ * the destination's site, or with TV_SC_DIRECT another member: a direct path) instead of the
+ * default one; an entry with session 0 (not open) sends it the default way. Either way the
+ * entry's hits count the packet: that is how the TinyVR sees which shortcuts are wanted
+ * (opened on demand, closed when idle). A handful of sites and peers, so a linear scan. */
+enum { TV_SC_COUNT = 4, TV_SC_BASE = 8, TV_SC_FIELDS = 9, TV_SC_HITS = 7, TV_SC_FLAGS = 8, TV_SC_MAX = 32 };
+enum { TV_SC_DIRECT = 1, TV_SC_RXONLY = 2 /* closing: still receives (source check), no longer sent to */ };
 
 typedef struct {
   int32_t *cfg; /* NULL: no shortcuts */
@@ -60,7 +61,8 @@ static int32_t shortcut_session(tv_shortcuts *sc, const uint8_t *p, int32_t len,
       int32_t *r = sc->cfg + TV_SC_BASE + i * TV_SC_FIELDS;
       int bits = r[2];
       if (r[1] != v || bits <= best || bits < 0 || bits > (v == 4 ? 32 : 128)) continue;
-      if (prefix_match(dst, (const uint8_t *)(r + 3), bits)) best = bits, hit = r + TV_SC_HITS, to = r[0] > 0 ? r[0] : session;
+      if (prefix_match(dst, (const uint8_t *)(r + 3), bits))
+        best = bits, hit = r + TV_SC_HITS, to = r[0] > 0 && !(r[TV_SC_FLAGS] & TV_SC_RXONLY) ? r[0] : session;
     }
     sc->last_v = v;
     memcpy(sc->last_dst, dst, alen);
@@ -100,6 +102,42 @@ static int tun_pump(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t 
   return total;
 }
 
+/* The entries JS wrote in cfg, bounded by the array it gave (JS may rewrite cfg whenever it runs). */
+static void sc_load(tv_shortcuts *sc, const tv_pump *q) {
+  int32_t *cfg = q->cfg;
+  sc->cfg = cfg, sc->n = 0, sc->last_v = 0;
+  if (q->cfg_len <= TV_SC_COUNT || cfg[TV_SC_COUNT] <= 0) return;
+  size_t room = q->cfg_len > TV_SC_BASE ? (q->cfg_len - TV_SC_BASE) / TV_SC_FIELDS : 0;
+  sc->n = cfg[TV_SC_COUNT] < (int32_t)room ? cfg[TV_SC_COUNT] : (int)room;
+  if (sc->n > TV_SC_MAX) sc->n = TV_SC_MAX;
+}
+
+/* DATA on a direct path's session comes from another member, whose source no FullVR checked:
+ * it must be one of that member's own addresses (its entries). 1: fine (not a direct
+ * session, or a source of its own), 0: spoofed. A GRO batch's segments share session and
+ * source, so the last answer is kept for the next slot. */
+typedef struct {
+  int32_t session;
+  int v, ok;
+  uint8_t src[16];
+} tv_src_memo;
+
+static int direct_source_ok(const tv_shortcuts *sc, tv_src_memo *memo, int32_t session, const uint8_t *p, int v) {
+  const uint8_t *src = v == 4 ? p + 12 : p + 8;
+  size_t alen = v == 4 ? 4 : 16;
+  if (memo->session == session && memo->v == v && memo->session > 0 && memcmp(memo->src, src, alen) == 0) return memo->ok;
+  int direct = 0, ok = 0;
+  for (int i = 0; i < sc->n && !ok; i++) {
+    const int32_t *r = sc->cfg + TV_SC_BASE + i * TV_SC_FIELDS;
+    if (!(r[TV_SC_FLAGS] & TV_SC_DIRECT) || r[0] != session) continue;
+    direct = 1;
+    if (r[1] == v && r[2] >= 0 && r[2] <= (v == 4 ? 32 : 128) && prefix_match(src, (const uint8_t *)(r + 3), r[2])) ok = 1;
+  }
+  memo->session = session, memo->v = v, memo->ok = ok || !direct;
+  memcpy(memo->src, src, alen);
+  return memo->ok;
+}
+
 static int addr_in(const uint8_t *a, const uint8_t *list, uint32_t count, size_t width) {
   for (uint32_t i = 0; i < count; i++)
     if (memcmp(a, list + (size_t)i * width, width) == 0) return 1;
@@ -111,10 +149,11 @@ static int addr_in(const uint8_t *a, const uint8_t *list, uint32_t count, size_t
 /* One UDP batch: DATA addressed to an own address to the TUN, the rest dropped (not_for_me
  * counts DATA for others) -> n, | TV_PUMP_CONTROL when CONTROL slots are left for the caller. */
 static int udp_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *addr, int cap, const uint8_t *o4,
-                          uint32_t n4, const uint8_t *o6, uint32_t n6) {
+                          uint32_t n4, const uint8_t *o6, uint32_t n6, const tv_shortcuts *sc) {
   int n = udp_read(e, buf, meta, addr, cap);
   if (n <= 0) return 0;
   int ctrl = 0;
+  tv_src_memo memo = {0};
   for (int i = 0; i < n; i++) {
     int32_t *m = meta + (size_t)i * TV_META_FIELDS;
     int32_t kind = m[M_KIND];
@@ -125,8 +164,9 @@ static int udp_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *ad
     int32_t len = m[M_LEN];
     int v = p[0] >> 4;
     int ok = v == 4 ? len >= 20 && addr_in(p + 16, o4, n4, 4) : v == 6 && len >= 40 && addr_in(p + 24, o6, n6, 16);
-    if (ok) m[M_ACTION] = ACTION_TUN;
-    else e->st[ST_NOT_FOR_ME]++;
+    if (!ok) e->st[ST_NOT_FOR_ME]++;
+    else if (sc->n && !direct_source_ok(sc, &memo, m[M_SESSION], p, v)) e->st[ST_DIRECT_SPOOFED]++;
+    else m[M_ACTION] = ACTION_TUN;
   }
   forward_batch(e, buf, meta, n, cap);
   return ctrl ? n | TV_PUMP_CONTROL : n;
@@ -171,8 +211,9 @@ napi_value Engine_udpPumpLocal(napi_env env, napi_callback_info info) {
       !arg_u32(env, argv[6], "n6", &n6) || !own_lists_fit(env, l4, n4, l6, n6))
     return NULL;
   int r = 0;
+  tv_shortcuts none = {0};
   for (int k = 0; k < TV_PUMP_BATCHES && !e->closed; k++) {
-    r = udp_pump_batch(e, b.buf, b.meta, b.addr, b.cap, o4, n4, o6, n6);
+    r = udp_pump_batch(e, b.buf, b.meta, b.addr, b.cap, o4, n4, o6, n6, &none);
     if ((r & TV_PUMP_CONTROL) || r < b.cap) break;
   }
   return make_i32(env, r);
@@ -262,13 +303,9 @@ void pump_run(tv_poller *p) {
   }
   int32_t *cfg = q->cfg;
   if (!q->udp) {
-    /* no JS runs in between: cfg holds; the count is bounded by the array JS gave */
-    tv_shortcuts sc = {.cfg = cfg};
-    if (q->cfg_len > TV_SC_COUNT && cfg[TV_SC_COUNT] > 0) {
-      size_t room = q->cfg_len > TV_SC_BASE ? (q->cfg_len - TV_SC_BASE) / TV_SC_FIELDS : 0;
-      sc.n = cfg[TV_SC_COUNT] < (int32_t)room ? cfg[TV_SC_COUNT] : (int)room;
-      if (sc.n > TV_SC_MAX) sc.n = TV_SC_MAX;
-    }
+    /* no JS runs in between: cfg holds */
+    tv_shortcuts sc;
+    sc_load(&sc, q);
     tun_pump(e, q->buf, q->meta, q->cap, cfg[0], cfg[1], &sc);
     return;
   }
@@ -277,7 +314,9 @@ void pump_run(tv_poller *p) {
     uint32_t n4 = cfg[2] < 0 ? 0 : (uint32_t)cfg[2], n6 = cfg[3] < 0 ? 0 : (uint32_t)cfg[3];
     if ((size_t)n4 * 4 > q->l4) n4 = (uint32_t)(q->l4 / 4);
     if ((size_t)n6 * 16 > q->l6) n6 = (uint32_t)(q->l6 / 16);
-    int r = udp_pump_batch(e, q->buf, q->meta, q->addr, q->cap, q->own4, n4, q->own6, n6);
+    tv_shortcuts sc;
+    sc_load(&sc, q);
+    int r = udp_pump_batch(e, q->buf, q->meta, q->addr, q->cap, q->own4, n4, q->own6, n6, &sc);
     if (r & TV_PUMP_CONTROL) {
       r &= 0xffff;
       poller_invoke(p, r); /* JS handles the CONTROL slots before the batch is reused */

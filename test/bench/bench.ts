@@ -39,11 +39,12 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
   --no-1g       skip the CPU measurement at a paced 1 Gbit/s TCP load (overlay, openvpn, tinc)
   --moderation-us N  the overlay routers' wake-up moderation (default: theirs, 500); unless 0,
                 an unmoderated gmac overlay is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
-                The overlay takes shortcuts (TinyVR -> the destination site's FullVR) as it does
-                by default; overlay-via-home (gmac, --no-shortcuts: TinyVR -> FullVR a -> FullVR b
-                -> TinyVR) is measured alongside (TCP 1 stream, 1 Gbit/s, RTT), and so is
-                overlay-loop-wait (gmac, routers with TINYVINE_NATIVE_WAIT=0: every wake-up a turn
-                of Node's event loop)
+                The overlay takes direct paths (TinyVR -> TinyVR through both NATs, introduced
+                by the FullVRs) as it does by default; measured alongside (TCP 1 stream,
+                1 Gbit/s, RTT): overlay-via-fullvr (gmac, FullVRs with directPaths: false: the
+                shortcut TinyVR -> FullVR b -> TinyVR), overlay-via-home (gmac, --no-shortcuts:
+                TinyVR -> FullVR a -> FullVR b -> TinyVR), and overlay-loop-wait (gmac, routers
+                with TINYVINE_NATIVE_WAIT=0: every wake-up a turn of Node's event loop)
   --plain-lab   do not model the cloud hosts' transmit path: the lab's routing, NAT and
                 bridging then run inside the system calls of whichever process sent (as in the
                 tests' lab), and count towards its CPU. By default (with ethtool) they run in
@@ -55,25 +56,27 @@ type Mode = 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
 // The first is the default mode: its figure is reported as `overlay`.
 const MODES: Mode[] = ['gmac', 'hmac', 'aes-gcm', 'chacha', 'none'];
 
-type Variant = { key: string; mode: Mode; moderation?: number; noShortcuts?: boolean; env?: Record<string, string> };
+type Variant = { key: string; mode: Mode; moderation?: number; direct: boolean; noShortcuts?: boolean; env?: Record<string, string> };
 
 /**
  * Overlay variants of a run: key (path name), auth mode, wake-up moderation (undefined: the
- * routers' default), and whether the TinyVRs take shortcuts (the default) or send everything
- * through their own FullVR.
+ * routers' default), and the route: a direct path TinyVR -> TinyVR (the default), the
+ * shortcut to the destination site's FullVR, or everything through the own FullVR.
  */
 function variantsOf(opt: { modes: Mode[]; moderation?: number }): Variant[] {
   const mod = opt.moderation === undefined ? {} : { moderation: opt.moderation };
-  const v: Variant[] = opt.modes.map((mode, i) => ({ key: i === 0 ? 'overlay' : `overlay-${mode}`, mode, ...mod }));
-  if (opt.moderation !== 0) v.push({ key: 'overlay-unmoderated', mode: MODES[0]!, moderation: 0 });
-  v.push({ key: 'overlay-via-home', mode: MODES[0]!, ...mod, noShortcuts: true });
+  const v: Variant[] = opt.modes.map((mode, i) => ({ key: i === 0 ? 'overlay' : `overlay-${mode}`, mode, direct: true, ...mod }));
+  if (opt.moderation !== 0) v.push({ key: 'overlay-unmoderated', mode: MODES[0]!, direct: true, moderation: 0 });
+  v.push({ key: 'overlay-via-fullvr', mode: MODES[0]!, direct: false, ...mod });
+  v.push({ key: 'overlay-via-home', mode: MODES[0]!, direct: false, ...mod, noShortcuts: true });
   // the routers with native waiting off: every wake-up is a turn of Node's event loop
-  v.push({ key: 'overlay-loop-wait', mode: MODES[0]!, ...mod, env: { TINYVINE_NATIVE_WAIT: '0' } });
+  v.push({ key: 'overlay-loop-wait', mode: MODES[0]!, direct: true, ...mod, env: { TINYVINE_NATIVE_WAIT: '0' } });
   return v;
 }
 
 /** The route a variant's packets take from a1 to b1. */
 function routeOf(v: Variant): string {
+  if (v.direct) return 'TinyVR → TinyVR over the direct path, through NAT a and NAT b, no FullVR';
   return v.noShortcuts
     ? 'TinyVR → FullVR a → FullVR b → TinyVR, no shortcuts'
     : 'TinyVR → FullVR b → TinyVR over the shortcut, replies TinyVR → FullVR a → TinyVR';
@@ -273,8 +276,11 @@ const ROUTE_LEGS: ReadonlyArray<readonly [string, string, 'a' | 'b']> = [
   ['leg_b1_fvr_a', 'b1', 'a'],
   ['leg_b1_fvr_b', 'b1', 'b'],
 ];
+// A direct path's route is the kernel's, one router further (NAT b, in front of b1): a ping
+// a1 -> that router's public address is its floor, without the last veth to b1.
+const DIRECT_LEG = 'leg_a1_rt_b';
 /** Paths measured at the paced rate. */
-const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-home', 'overlay-loop-wait', 'openvpn', 'tinc'];
+const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-fullvr', 'overlay-via-home', 'overlay-loop-wait', 'openvpn', 'tinc'];
 
 /** A paced-load sample: the TCP figures and the median ping RTT while it ran. */
 type LoadedSample = TcpSample & { rttLoadedUs: number | null };
@@ -340,7 +346,7 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
     console.error(`bench: lab ${lab.prefix} built in ${Math.round(lab.buildMs)} ms; logs in ${lab.logsDir}`);
 
     // --- overlay: per auth mode a1 -> b1 over its own FullVR pair (the default, gmac, in `lab`)
-    for (const [i, { key, mode, moderation, noShortcuts, env }] of variants.entries()) {
+    for (const [i, { key, mode, moderation, direct, noShortcuts, env }] of variants.entries()) {
       const network: NetworkSpec = {
         id: 1,
         name: `bench-${mode}`,
@@ -356,18 +362,21 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
         const l = i === 0 ? lab : await newLab();
         const entry: { lab: Lab; ov: BenchOverlay | null } = { lab: l, ov: null };
         modeLabs.set(key, entry);
-        const o = new BenchOverlay(l, [network], ['a', 'b'], cli, moderation === undefined ? {} : { moderationMicros: moderation }, env);
+        const o = new BenchOverlay(l, [network], ['a', 'b'], cli, { ...(moderation === undefined ? {} : { moderationMicros: moderation }), directPaths: direct ? ['a', 'b'] : [] }, env);
         entry.ov = o;
         tempDirs.add(o.dir);
         await o.startAllFullvrs();
         await waitFor(async () => (await o.fullvrStatus('a')).peers.every((p: any) => p.session > 0), 15_000);
         // Shortcuts open on traffic and close when idle; between its rounds a variant's lab is
         // idle for minutes, so keep them open: each round measures the shortcut path throughout.
-        const extra = noShortcuts ? ['--no-shortcuts'] : ['--shortcut-idle', '0'];
+        // The same holds for direct paths (closed after the same idle time).
+        const extra = [...(noShortcuts ? ['--no-shortcuts'] : ['--shortcut-idle', '0']), ...(direct ? [] : ['--no-direct'])];
         await Promise.all([o.startTinyvr('a1', 'a', 1, extra), o.startTinyvr('b1', 'b', 1, extra)]);
         // Measure the route the variant names: with shortcuts, only once both are up (a ping's
-        // request opens a1's, its reply b1's).
+        // request opens a1's, its reply b1's); with direct paths, once a FullVR introduced the
+        // TinyVRs and their path is up at both ends.
         if (!noShortcuts) await Promise.all([o.openShortcut('a1', l.addr('b1'), 2), o.openShortcut('b1', l.addr('a1'), 1)]);
+        if (direct) await o.openDirect('a1', 'b1');
         const p = await l.ping('a1', l.addr('b1'), { count: 3, interval: 0.2, waitS: 2 });
         if (p.received === 0) fail(`${key}: connectivity a1 -> b1`, new Error(`no ping reply\n${p.output}`));
         else modeUp.set(key, true);
@@ -582,6 +591,7 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
       ['tinc', lab, 'a1', '10.253.0.1', tinc !== null],
       ...variants.map(({ key }): [string, Lab, string, string, boolean] => [key, labOf(key), 'a1', labOf(key).addr('b1'), modeUp.get(key) === true]),
       ...ROUTE_LEGS.map(([key, vm, site]): [string, Lab, string, string, boolean] => [key, lab, vm, lab.publicAddr(site, 'fvr'), kernelOk]),
+      [DIRECT_LEG, lab, 'a1', lab.publicAddr('b', 'rt'), kernelOk],
     ];
     // RTT_PINGS per path per round, the paths alternating; the median over all pings (a
     // single series of 20 moved by ±50 µs between runs)
@@ -810,7 +820,9 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
   const rttKernel = results.get('kernel')?.rttUs ?? null;
   const rttAdded = rttOverlay !== null && rttKernel !== null ? rttOverlay - rttKernel : null;
   const legs = ROUTE_LEGS.map(([key]) => legRtt.get(key) ?? null);
-  const routeFloor = rttKernel !== null && !legs.includes(null) ? Math.round((rttKernel + legs.reduce<number>((a, b) => a + (b ?? 0), 0)) / 2) : null;
+  const shortcutFloor = rttKernel !== null && !legs.includes(null) ? Math.round((rttKernel + legs.reduce<number>((a, b) => a + (b ?? 0), 0)) / 2) : null;
+  const directFloor = legRtt.get(DIRECT_LEG) ?? null;
+  const routeFloor = variants[0]?.direct ? directFloor : shortcutFloor;
   const verdict = (ok: boolean | null) => (ok === null ? 'n/a' : ok ? 'MET' : 'MISSED');
   /** A paced path's TinyVR CPU: the median over rounds of the busier TinyVR. */
   const tinyvrAt1g = (key: string): number | null => {
@@ -848,8 +860,16 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
   );
   lines.push(`  rtt_added_us <= 250                 overlay ${rttOverlay ?? '-'} - kernel ${rttKernel ?? '-'} µs = ${rttAdded ?? '-'} µs   ${verdict(targets.rtt_added_us.met)}`);
   if (routeFloor !== null && rttOverlay !== null && rttKernel !== null) {
+    const how = variants[0]?.direct ? 'ping a1 -> NAT b\'s public address, the direct route without routers' : 'half the sum of the pings a1/b1 <-> FullVR a/b, no router';
     lines.push(
-      `    of which the overlay's longer route ${routeFloor - rttKernel} µs (route floor ${routeFloor} µs: half the sum of the pings a1/b1 <-> FullVR a/b, no router) and the routers' passes ${rttOverlay - routeFloor} µs`,
+      `    of which the overlay's route ${routeFloor - rttKernel} µs more than the kernel's (route floor ${routeFloor} µs: ${how}) and the routers' passes ${rttOverlay - routeFloor} µs`,
+    );
+  }
+  const viaFullvr = med('overlay-via-fullvr');
+  const rttViaFullvr = results.get('overlay-via-fullvr')?.rttUs ?? null;
+  if (viaFullvr !== null || rttViaFullvr !== null) {
+    lines.push(
+      `  (without direct paths, for reference: overlay-via-fullvr/kernel = ${viaFullvr !== null && kernel ? pct(viaFullvr / kernel) : '-'}, ${viaFullvr !== null && bestRef ? (viaFullvr / bestRef).toFixed(2) : '-'} x max(openvpn, tinc), added RTT ${rttViaFullvr !== null && rttKernel !== null ? rttViaFullvr - rttKernel : '-'} µs${shortcutFloor !== null && rttViaFullvr !== null && rttKernel !== null ? ` (route ${shortcutFloor - rttKernel} + routers ${rttViaFullvr - shortcutFloor})` : ''}, TinyVR at 1 Gbit/s ${tinyvrAt1g('overlay-via-fullvr') ?? '-'} %)`,
     );
   }
   lines.push(
@@ -913,6 +933,7 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
     cpu_pct_at_1g_openvpn: opt.at1g ? refAt1g('openvpn') : null,
     cpu_pct_at_1g_tinc: opt.at1g ? refAt1g('tinc') : null,
     cpu_pct_at_1g_unmoderated: opt.at1g ? refAt1g('overlay-unmoderated') : null,
+    cpu_pct_at_1g_via_fullvr: opt.at1g ? refAt1g('overlay-via-fullvr') : null,
     cpu_pct_at_1g_via_home: opt.at1g ? refAt1g('overlay-via-home') : null,
     cpu_pct_at_1g_loop_wait: opt.at1g ? refAt1g('overlay-loop-wait') : null,
     moderation_us: opt.moderation ?? 'default',
@@ -923,10 +944,12 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
       openvpn: results.get('openvpn')?.rttUs ?? null,
       tinc: results.get('tinc')?.rttUs ?? null,
       overlay_unmoderated: results.get('overlay-unmoderated')?.rttUs ?? null,
+      overlay_via_fullvr: results.get('overlay-via-fullvr')?.rttUs ?? null,
       overlay_via_home: results.get('overlay-via-home')?.rttUs ?? null,
       overlay_loop_wait: results.get('overlay-loop-wait')?.rttUs ?? null,
       route_floor: routeFloor,
-      legs: Object.fromEntries(ROUTE_LEGS.map(([key]) => [key, legRtt.get(key) ?? null])),
+      route_floor_shortcut: shortcutFloor,
+      legs: Object.fromEntries([...ROUTE_LEGS.map(([key]) => key), DIRECT_LEG].map((key) => [key, legRtt.get(key) ?? null])),
     },
     rtt_added_us: rttAdded,
     targets,
@@ -934,6 +957,7 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
     tcp_samples_mbps: { overlay: samplesOf('overlay'), kernel: samplesOf('kernel'), openvpn: samplesOf('openvpn'), tinc: samplesOf('tinc') },
     tcp_samples_p4: opt.p4 ? p4s.samples : null,
     tcp_mbps_unmoderated: med('overlay-unmoderated'),
+    tcp_mbps_via_fullvr: med('overlay-via-fullvr'),
     tcp_mbps_via_home: med('overlay-via-home'),
     tcp_mbps_loop_wait: med('overlay-loop-wait'),
     tcp_mbps_modes: Object.fromEntries(opt.modes.map((m) => [m, med(modeKey(m))])),

@@ -82,6 +82,8 @@ export interface OverlayOptions {
   moderationMicros?: number;
   /** Sites whose FullVR runs with `shortcuts: false`. */
   shortcutsOff?: string[];
+  /** Sites whose FullVR runs with `directPaths: true` (introduces its members to each other); the others run with false. */
+  directPaths?: string[];
 }
 
 export class Overlay {
@@ -127,6 +129,8 @@ export class Overlay {
       keepaliveSeconds: 2,
       ...(this.opts.moderationMicros !== undefined ? { moderationMicros: this.opts.moderationMicros } : {}),
       ...(this.opts.shortcutsOff?.includes(f.site) ? { shortcuts: false } : {}),
+      // Off unless asked for: the tests count what crosses each FullVR.
+      directPaths: this.opts.directPaths?.includes(f.site) ?? false,
       peers: [...this.fullvrs.values()]
         .filter((p) => p !== f)
         .map((p) =>
@@ -206,6 +210,21 @@ export class Overlay {
       async () => {
         await this.lab.ping(vm, to, { count: 1, waitS: 0.5 });
         return (await this.tinyvrStatus(vm)).shortcuts.some((s: any) => s.vr === vr && s.state === 'up');
+      },
+      timeoutMs,
+      200,
+    );
+  }
+
+  /** Pings `to` from `from` (VMs) until both report their direct path to each other up. */
+  async openDirect(from: string, to: string, timeoutMs = 15_000): Promise<void> {
+    const fromAddr = this.lab.addr(from);
+    const toAddr = this.lab.addr(to);
+    const up = async (vm: string, peer: string) => (await this.tinyvrStatus(vm)).direct.some((d: any) => d.peer.includes(peer) && d.state === 'up');
+    await waitFor(
+      async () => {
+        await this.lab.ping(from, toAddr, { count: 1, waitS: 0.5 });
+        return (await up(from, toAddr)) && (await up(to, fromAddr));
       },
       timeoutMs,
       200,

@@ -698,6 +698,14 @@ ${antispoof}
     type nat hook postrouting priority srcnat; policy accept;
     oifname "wan" ip saddr ${s.subnet} masquerade
   }
+  # Unsolicited UDP from the internet is dropped, as a cloud's NAT gateway does, not answered
+  # by the router itself: an answered packet would leave a conntrack entry that makes the
+  # NAT give the VM's next outgoing flow to that sender another port (what breaks UDP hole
+  # punching behind a plain Linux NAT box; clouds' NATs do not behave that way).
+  chain wan_in {
+    type filter hook input priority filter; policy accept;
+    iifname "wan" meta l4proto udp ct state new drop
+  }
 }
 `;
   const jobs: Promise<unknown>[] = [

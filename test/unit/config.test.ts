@@ -290,6 +290,7 @@ describe('TinyVR config', () => {
       moderationMicros: 500,
       shortcuts: true,
       shortcutIdleSeconds: 60,
+      direct: true,
       statusFile: '/run/tinyvine/status.json',
     });
     expect(parseTinyvrConfig({ ...baseTinyvr(), fullvr: '[2001:db8::1]:4789', tun: { name: 'ovl0' } }, 'x').tun.name).toBe('ovl0');

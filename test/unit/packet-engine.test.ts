@@ -7,7 +7,7 @@ import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { PUMP_CFG_LEN, SC_BASE, SC_COUNT, SC_HITS } from '../../tinyvr/shortcuts.js';
+import { PUMP_CFG_LEN, SC_BASE, SC_COUNT, SC_DIRECT, SC_FIELDS, SC_FLAGS, SC_HITS, SC_RXONLY } from '../../tinyvr/shortcuts.js';
 import {
   Action,
   AuthMode,
@@ -1123,6 +1123,74 @@ describe.skipIf(!isRoot)('TUN (root)', () => {
     } finally {
       src.close();
       sniff.close();
+    }
+  });
+});
+
+describe.skipIf(!isRoot)('pumpUdpNative (root): what a direct path may deliver', () => {
+  // A direct path's session belongs to another member, whose sources no FullVR checked: the
+  // pump delivers its DATA only from the addresses in that session's DIRECT route entries.
+  const name = `tvd${randomBytes(4).toString('hex')}`;
+  const third = randomInt(256);
+  const local = `10.253.${third}.1`;
+  const member = `10.253.${third}.2`;
+  let e: PacketEngine;
+  let port = 0;
+  const key = randomBytes(32);
+  const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' });
+
+  beforeAll(() => {
+    const t = openTun(name);
+    const u = openUdp('127.0.0.1', 0);
+    port = u.port;
+    e = new PacketEngine({ udpFd: u.fd, tunFd: t.fd, mtu: MTU });
+    ip('addr', 'add', `${local}/30`, 'dev', name);
+    ip('link', 'set', 'dev', name, 'mtu', String(MTU), 'up');
+  });
+  afterAll(() => e?.close());
+
+  it('DATA on a DIRECT session from another source is dropped (direct_spoofed); its own source and FullVR sessions pass', async () => {
+    const cfg = new Int32Array(PUMP_CFG_LEN);
+    cfg[2] = 1; // one own IPv4 address
+    const own4 = new Uint8Array(16);
+    own4.set(local.split('.').map(Number));
+    const own6 = new Uint8Array(64);
+    const batch = new PacketBatch(8);
+    e.pumpUdpNative(batch, cfg, own4, own6, () => {});
+    e.setSession(3, { peerHost: '127.0.0.1', peerPort: 9, remoteIndex: 1, senderId: 0, mode: AuthMode.HMAC, txKey: key, rxKey: key }); // a FullVR
+    e.setSession(7, { peerHost: '127.0.0.1', peerPort: 9, remoteIndex: 2, senderId: 0, mode: AuthMode.HMAC, txKey: key, rxKey: key }); // a member
+    const entry = (i: number, session: number, addr: string, flags: number) => {
+      const at = SC_BASE + i * SC_FIELDS;
+      cfg[at] = session;
+      cfg[at + 1] = 4;
+      cfg[at + 2] = 32;
+      new Uint8Array(cfg.buffer, (at + 3) * 4, 16).set([...addr.split('.').map(Number), ...new Array(12).fill(0)]);
+      cfg[at + SC_FLAGS] = flags;
+    };
+    entry(0, 7, member, SC_DIRECT);
+    cfg[SC_COUNT] = 1;
+    const sock = dgram.createSocket('udp4');
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    let counter = 1;
+    const send = async (session: number, src: string) => {
+      const before = e.stats();
+      const inner = udp4(src, local, 4000, 4001, randomBytes(64));
+      await new Promise<void>((r) => sock.send(encode(AuthMode.HMAC, key, { ridx: session, sender: 0, net: 1, counter: counter++ }, inner), port, '127.0.0.1', () => r()));
+      await waitUntil(() => e.stats().rx_datagrams > before.rx_datagrams);
+      const d = statsDelta(before, e.stats());
+      return { tun: d.tun_tx ?? 0, spoofed: d.direct_spoofed ?? 0 };
+    };
+    try {
+      expect(await send(7, member)).toEqual({ tun: 1, spoofed: 0 }); // the member's own address
+      expect(await send(7, '10.9.9.9')).toEqual({ tun: 0, spoofed: 1 }); // anyone else's: dropped
+      expect(await send(3, '10.9.9.9')).toEqual({ tun: 1, spoofed: 0 }); // a FullVR's session: it checked the source
+      entry(0, 7, member, SC_DIRECT | SC_RXONLY); // closing: still receives, still checked
+      expect(await send(7, member)).toEqual({ tun: 1, spoofed: 0 });
+      expect(await send(7, '10.9.9.9')).toEqual({ tun: 0, spoofed: 1 });
+      cfg[SC_COUNT] = 0; // no direct entries at all: nothing is checked (the pre-direct behaviour)
+      expect(await send(7, '10.9.9.9')).toEqual({ tun: 1, spoofed: 0 });
+    } finally {
+      sock.close();
     }
   });
 });

@@ -1,9 +1,10 @@
-// Authenticated control messages between FullVRs (wire type 6, CTRL), e.g. "I now serve
-// host 10.1.0.11 of network 1" after a TinyVR failed over to us. They ride the VR-to-VR
-// session: the MAC key is derived from that session's data keys, so only the peer we
-// handshook with can produce them; a counter (time-based) refuses replays.
+// Authenticated control messages over an established session (wire type 6, CTRL): between
+// FullVRs ("I now serve host 10.1.0.11 of network 1" after a TinyVR failed over to us), and
+// between a FullVR and its members (direct-path introductions, tinyvr/direct-paths.ts). The
+// MAC key is derived from that session's data keys, so only the router we handshook with
+// can produce them; a counter (time-based) refuses replays. Both routers use this module.
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
-import { encodeHeader, HEADER_LEN, MsgType } from '../shared/wire.js';
+import { encodeHeader, HEADER_LEN, MsgType } from './wire.js';
 
 const TAG = 16;
 
@@ -11,6 +12,7 @@ interface Keys {
   tx: Buffer;
   rx: Buffer;
   remoteIndex: number;
+  /** the other side's VR id (a member: any number the caller chooses, e.g. -1) */
   vr: number;
 }
 
@@ -18,8 +20,9 @@ function derive(k: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', k, Buffer.alloc(0), 'tinyvine vr control', 32));
 }
 
-export class PeerControl {
+export class SessionControl {
   private keys = new Map<number, Keys>();
+  /** per session: the data keys, and so the MAC key, are the session's own */
   private lastCounter = new Map<number, bigint>();
   private seq = 0n;
 
@@ -31,6 +34,7 @@ export class PeerControl {
 
   unregister(session: number): void {
     this.keys.delete(session);
+    this.lastCounter.delete(session);
   }
 
   encode(session: number, payload: Record<string, unknown>): Buffer | null {
@@ -44,20 +48,21 @@ export class PeerControl {
     return Buffer.concat([hdr, body, tag]);
   }
 
-  /** Verify a CTRL datagram; returns the sending VR and payload, or null (forged, replayed, malformed). */
-  decode(msg: Buffer): { vr: number; payload: Record<string, unknown> } | null {
+  /** Verify a CTRL datagram; returns the sending VR, our session and the payload, or null (forged, replayed, malformed). */
+  decode(msg: Buffer): { vr: number; session: number; payload: Record<string, unknown> } | null {
     if (msg.length < HEADER_LEN + TAG + 2) return null;
-    const k = this.keys.get(msg.readUInt32BE(4));
+    const session = msg.readUInt32BE(4);
+    const k = this.keys.get(session);
     if (!k) return null;
     const body = msg.subarray(HEADER_LEN, msg.length - TAG);
     const want = createHmac('sha256', k.rx).update(msg.subarray(0, HEADER_LEN)).update(body).digest().subarray(0, TAG);
     if (!timingSafeEqual(want, msg.subarray(msg.length - TAG))) return null;
     const counter = msg.readBigUInt64BE(16);
-    if (counter <= (this.lastCounter.get(k.vr) ?? 0n)) return null;
-    this.lastCounter.set(k.vr, counter);
+    if (counter <= (this.lastCounter.get(session) ?? 0n)) return null;
+    this.lastCounter.set(session, counter);
     try {
       const p = JSON.parse(body.toString('utf8'));
-      return typeof p === 'object' && p !== null && !Array.isArray(p) ? { vr: k.vr, payload: p } : null;
+      return typeof p === 'object' && p !== null && !Array.isArray(p) ? { vr: k.vr, session, payload: p } : null;
     } catch {
       return null;
     }

@@ -1,0 +1,95 @@
+// Direct-path introductions: when this FullVR forwards between two members it holds sessions
+// with (its own or shortcut members of one network), it tells each about the other (CTRL
+// "direct": overlay addresses, the TinyVR's direct-path key, and its endpoint as we see it,
+// i.e. its NAT mapping), so they can open a session straight to each other and leave us off
+// the path (tinyvr/direct-paths.ts). The responder is told first: it punches its NAT open
+// towards the initiator before the initiator's handshake arrives.
+//
+// The datapath reports member-to-member decisions it makes in JS (first packets of a flow;
+// the engine forwards the rest from its verdict cache); a member may also ask again for a
+// peer it knew (CTRL "direct" with an address). Each pair is introduced at most once per
+// INTRO_EVERY_MS, so neither a busy flow nor a chatty member costs more than that.
+import { log } from '../shared/log.js';
+import type { Member, Members } from './members.js';
+
+export const INTRO_EVERY_MS = 5000;
+
+export interface DirectIntroOptions {
+  members: Members;
+  /** Send a CTRL payload on a member's session (false: it has no control keys). */
+  send: (session: number, payload: Record<string, unknown>) => boolean;
+  now?: () => number;
+}
+
+export class DirectIntros {
+  /** pair key (pairKey) -> when that pair was last introduced */
+  private last = new Map<number, number>();
+  /** pairs the datapath reported since the last flush (initiator, responder) */
+  private pending: Array<[number, number]> = [];
+  private scheduled = false;
+  intros = 0;
+
+  constructor(private o: DirectIntroOptions) {}
+
+  /** From the datapath: member session `from` sent to member session `to`. Cheap: most calls are a map lookup. */
+  forwarded(from: number, to: number): void {
+    const t = this.last.get(pairKey(from, to));
+    if (t !== undefined && this.now() - t < INTRO_EVERY_MS) return;
+    this.pending.push([from, to]);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // Not from inside the batch decision: the CTRL messages go out after the batch.
+    setImmediate(() => this.flush());
+  }
+
+  /** A member asked (CTRL "direct") to be introduced to the member holding `addr` again. */
+  asked(from: number, addr: unknown): void {
+    const m = this.o.members.get(from);
+    if (!m || typeof addr !== 'string') return;
+    const to = this.o.members.byAddr(m.network, addr);
+    if (to) this.introduce(m, to);
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    const pending = this.pending;
+    this.pending = [];
+    for (const [from, to] of pending) {
+      const a = this.o.members.get(from);
+      const b = this.o.members.get(to);
+      if (a && b) this.introduce(a, b);
+    }
+  }
+
+  /** Forget the pairs of a member that left. */
+  forget(session: number): void {
+    for (const k of this.last.keys()) if (Math.floor(k / 65536) === session || k % 65536 === session) this.last.delete(k);
+  }
+
+  private introduce(a: Member, b: Member): void {
+    if (a.session === b.session || a.network !== b.network || !a.directKey || !b.directKey) return;
+    const k = pairKey(a.session, b.session);
+    const now = this.now();
+    const t = this.last.get(k);
+    if (t !== undefined && now - t < INTRO_EVERY_MS) return;
+    this.last.set(k, now);
+    // Roles by key, not by who sent first: the FullVRs at both ends may introduce the same
+    // pair at once (each forwards one direction), and must agree.
+    const [ini, resp] = a.directKey < b.directKey ? [a, b] : [b, a];
+    const about = (m: Member) => ({ op: 'direct', net: m.network, addrs: m.addresses, endpoint: m.endpoint, key: m.directKey });
+    // The responder first: its punches should leave before the initiator's handshake arrives.
+    if (!this.o.send(resp.session, { ...about(ini), initiate: false })) return;
+    if (!this.o.send(ini.session, { ...about(resp), initiate: true })) return;
+    this.intros++;
+    log.info('direct path introduced', { network: a.network, initiator: ini.address, responder: resp.address });
+  }
+
+  private now(): number {
+    return this.o.now ? this.o.now() : Date.now();
+  }
+}
+
+/** One number per unordered pair of session indices (< 65536 each). */
+function pairKey(a: number, b: number): number {
+  return a < b ? a * 65536 + b : b * 65536 + a;
+}

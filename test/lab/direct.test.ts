@@ -1,0 +1,137 @@
+// Direct paths: two TinyVRs in different clouds, each behind its cloud's NAT, get introduced
+// by the FullVR that forwards between them and open a session straight to each other, so
+// their traffic crosses no FullVR at all. Where that path dies, traffic is back on the
+// FullVR path within seconds; once the path works again, traffic asks for a new introduction.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLab, labSupport, type Lab } from './topology.js';
+import { blueNetwork, cloud, Overlay, waitFor } from './overlay-harness.js';
+
+const support = await labSupport(['ip', 'nft', 'ping', 'curl', 'python3']);
+if (!support.ok) console.warn(`SKIP direct-path lab tests: ${support.reason}`);
+
+describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
+  let lab: Lab;
+  let ov: Overlay;
+  const files = mkdtempSync(join(tmpdir(), 'tinyvine-direct-'));
+  const rx = async (site: string) => (await ov.fullvrStatus(site)).engine.rx_datagrams as number;
+  const directTo = async (vm: string, addr: string) => (await ov.tinyvrStatus(vm)).direct.find((d: any) => d.peer.includes(addr));
+  beforeAll(async () => {
+    lab = await createLab({ sites: [cloud('a', ['a1', 'a2']), cloud('b', ['b1', 'b2'])] });
+    ov = new Overlay(lab, [blueNetwork(['a', 'b'])], ['a', 'b'], { directPaths: ['a', 'b'] });
+    await ov.startAllFullvrs();
+    await ov.waitPeersUp();
+    await Promise.all([
+      ov.startTinyvr('a1', 'a', 1),
+      ov.startTinyvr('b1', 'b', 1),
+      ov.startTinyvr('a2', 'a', 1, ['--no-direct']),
+      ov.startTinyvr('b2', 'b', 1, ['--shortcut-idle', '2']),
+    ]);
+  }, 60_000);
+
+  afterAll(async () => {
+    await ov?.stop();
+    await lab?.cleanup();
+    rmSync(files, { recursive: true, force: true });
+  });
+
+  it('traffic between two VMs opens a direct path, through both NATs, to the peer\'s NAT mapping', async () => {
+    const t0 = Date.now();
+    await ov.openDirect('a1', 'b1');
+    console.log(`a1 <-> b1 direct path up ${Date.now() - t0} ms after the first ping`);
+    const a = await directTo('a1', '10.2.0.11');
+    const b = await directTo('b1', '10.1.0.11');
+    // Each sees the other at its site router's public address: the NAT mapping, not the VM.
+    expect(a.endpoint.split(':')[0]).toBe(lab.site('b').routerPublic);
+    expect(b.endpoint.split(':')[0]).toBe(lab.site('a').routerPublic);
+    expect((await ov.fullvrStatus('b')).counters.direct_intros).toBeGreaterThanOrEqual(1);
+  }, 30_000);
+
+  it('pings and 20 MB each way cross no FullVR, and arrive byte-identical', async () => {
+    const before = { a: await rx('a'), b: await rx('b') };
+    expect((await lab.ping('a1', '10.2.0.11', { count: 20, interval: 0.05 })).ok).toBe(true);
+    expect((await lab.ping('b1', '10.1.0.11', { count: 20, interval: 0.05 })).ok).toBe(true);
+    const blob = randomBytes(20 * 1024 * 1024);
+    const want = createHash('sha256').update(blob).digest('hex');
+    writeFileSync(join(files, 'blob'), blob);
+    for (const [from, to, addr] of [
+      ['a1', 'b1', '10.2.0.11'],
+      ['b1', 'a1', '10.1.0.11'],
+    ] as const) {
+      const srv = lab.spawn(to, ['python3', '-c', `import socket,hashlib
+s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('${addr}',5202));s.listen(1);print('listening',flush=True)
+c,_=s.accept();h=hashlib.sha256()
+while True:
+  d=c.recv(1<<20)
+  if not d: break
+  h.update(d)
+print('sha',h.hexdigest(),flush=True)`]);
+      await srv.waitForLog(/listening/, 5000);
+      await lab.exec(from, ['python3', '-c', `import socket;s=socket.create_connection(('${addr}',5202));s.sendall(open('${join(files, 'blob')}','rb').read());s.close()`], { timeoutMs: 60_000 });
+      await srv.exited;
+      expect(srv.log()).toContain(`sha ${want}`);
+    }
+    const d = { a: (await rx('a')) - before.a, b: (await rx('b')) - before.b };
+    const a1 = await directTo('a1', '10.2.0.11');
+    console.log(`during 2x20 pings + 2x20 MB over the direct path: datagrams in at FullVR a ${d.a}, at FullVR b ${d.b}`);
+    // ~30,000 datagrams went between a1 and b1; the FullVRs saw keepalives only.
+    expect(d.a).toBeLessThan(60);
+    expect(d.b).toBeLessThan(60);
+    expect(a1.state).toBe('up');
+    expect((await ov.tinyvrStatus('b1')).counters.direct_spoofed).toBe(0);
+  }, 90_000);
+
+  it('--no-direct: that VM\'s traffic keeps crossing a FullVR', async () => {
+    const before = (await rx('a')) + (await rx('b'));
+    expect((await lab.ping('a2', '10.2.0.11', { count: 10, interval: 0.05 })).ok).toBe(true);
+    expect((await ov.tinyvrStatus('a2')).direct).toEqual([]);
+    expect(await directTo('b1', '10.1.0.12')).toBeUndefined(); // no FullVR introduced anyone to a2
+    // Requests and replies each entered a FullVR (which one depends on the shortcuts open).
+    expect((await rx('a')) + (await rx('b')) - before).toBeGreaterThanOrEqual(20);
+  });
+
+  it('a direct path that dies falls back to the FullVR path within seconds, and comes back when it works again', async () => {
+    // Cut UDP between the two site routers' public addresses (the NAT mappings) in inet:
+    // a1 <-> FullVR b and b1 <-> FullVR a still work.
+    const table = `tvdp${process.pid}`;
+    const [ra, rb] = [lab.site('a').routerPublic!, lab.site('b').routerPublic!];
+    await lab.exec('inet', ['nft', 'add', 'table', 'inet', table]);
+    let back = 0;
+    try {
+      await lab.exec('inet', ['nft', 'add', 'chain', 'inet', table, 'cut', '{ type filter hook forward priority -10 ; }']);
+      await lab.exec('inet', ['nft', 'add', 'rule', 'inet', table, 'cut', 'ip', 'saddr', '{', ra, ',', rb, '}', 'ip', 'daddr', '{', ra, ',', rb, '}', 'meta', 'l4proto', 'udp', 'drop']);
+      const cutAt = Date.now();
+      back = await waitFor(async () => (await lab.ping('a1', '10.2.0.11', { count: 1, waitS: 0.3 })).ok && (await directTo('a1', '10.2.0.11')).state !== 'up', 15_000, 100).then(() => Date.now() - cutAt);
+      console.log(`path a1 <-> b1 cut: replies again (over the FullVR path) after ${back} ms`);
+      expect(back).toBeLessThan(8000);
+      const before = await rx('b');
+      expect((await lab.ping('a1', '10.2.0.11', { count: 10, interval: 0.05 })).ok).toBe(true);
+      expect((await rx('b')) - before).toBeGreaterThanOrEqual(10);
+    } finally {
+      await lab.exec('inet', ['nft', 'delete', 'table', 'inet', table], { check: false });
+    }
+    // The FullVRs introduce them again when they next forward between them, or traffic to b1
+    // asks FullVR b for a new introduction (at most every 10 s): the path opens again.
+    const t0 = Date.now();
+    await ov.openDirect('a1', 'b1', 30_000);
+    console.log(`direct path a1 <-> b1 up again ${Date.now() - t0} ms after the cut was lifted`);
+    expect((await ov.tinyvrStatus('a1')).counters.direct_up).toBeGreaterThanOrEqual(2); // a new session, not the old one
+    expect((await ov.tinyvrStatus('a1')).counters.direct_dropped).toBeGreaterThanOrEqual(1);
+  }, 60_000);
+
+  it('an idle direct path closes on both ends; the next traffic opens it again, nothing lost meanwhile', async () => {
+    // b2 closes paths idle for 2 s; a1 notices its silence and drops its end.
+    await ov.openDirect('a1', 'b2');
+    await waitFor(async () => (await directTo('b2', '10.1.0.11'))?.state !== 'up', 10_000, 100);
+    await waitFor(async () => (await directTo('a1', '10.2.0.12'))?.state === 'idle', 10_000, 100);
+    expect((await ov.tinyvrStatus('b2')).counters.direct_closed_idle).toBeGreaterThanOrEqual(1);
+    // Meanwhile traffic goes the FullVR way at once: no ping lost.
+    expect((await lab.ping('a1', '10.2.0.12', { count: 10, interval: 0.1 })).ok).toBe(true);
+    const t0 = Date.now();
+    await ov.openDirect('a1', 'b2', 30_000);
+    console.log(`a1 <-> b2 direct path open again ${Date.now() - t0} ms after traffic resumed`);
+  }, 60_000);
+});

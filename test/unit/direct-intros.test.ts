@@ -1,0 +1,65 @@
+// Direct-path introductions at the FullVR (fullvr/direct-intros.ts): who is introduced to
+// whom, with which role, and how often. The lab test (test/lab/direct.test.ts) proves the
+// whole path on real packets; this pins the rules.
+import { describe, expect, it } from 'vitest';
+import { DirectIntros, INTRO_EVERY_MS } from '../../fullvr/direct-intros.js';
+import type { Member, Members } from '../../fullvr/members.js';
+
+function setup() {
+  const list: Member[] = [
+    { session: 5, network: 1, address: '10.1.0.11', addresses: ['10.1.0.11'], physical: '10.1.0.11', endpoint: '198.51.100.2:40001', joinedAt: 0, directKey: 'B'.repeat(43) + '=' },
+    { session: 9, network: 1, address: '10.2.0.11', addresses: ['10.2.0.11', 'fd00:2::11'], physical: '10.2.0.11', endpoint: '203.0.113.2:40002', joinedAt: 0, directKey: 'A'.repeat(43) + '=' },
+    { session: 12, network: 2, address: '10.2.0.12', addresses: ['10.2.0.12'], physical: '10.2.0.12', endpoint: '203.0.113.2:40003', joinedAt: 0, directKey: 'C'.repeat(43) + '=' },
+    { session: 14, network: 1, address: '10.2.0.13', addresses: ['10.2.0.13'], physical: '10.2.0.13', endpoint: '203.0.113.2:40004', joinedAt: 0 }, // --no-direct
+  ];
+  const members = {
+    get: (s: number) => list.find((m) => m.session === s),
+    byAddr: (n: number, a: string) => list.find((m) => m.network === n && m.addresses.includes(a)),
+  } as unknown as Members;
+  const sent: Array<[number, Record<string, unknown>]> = [];
+  let now = 1_000_000;
+  const intros = new DirectIntros({ members, send: (s, p) => (sent.push([s, p]), true), now: () => now });
+  return { intros, sent, tick: (ms: number) => (now += ms) };
+}
+
+describe('direct-path introductions', () => {
+  it('introduces two members of one network to each other: responder first, roles by key, the peer as we see it', () => {
+    const { intros, sent } = setup();
+    intros.forwarded(5, 9);
+    intros.flush();
+    // session 9's key sorts first: it initiates, whichever of the two sent the packet.
+    expect(sent).toEqual([
+      [5, { op: 'direct', net: 1, addrs: ['10.2.0.11', 'fd00:2::11'], endpoint: '203.0.113.2:40002', key: 'A'.repeat(43) + '=', initiate: false }],
+      [9, { op: 'direct', net: 1, addrs: ['10.1.0.11'], endpoint: '198.51.100.2:40001', key: 'B'.repeat(43) + '=', initiate: true }],
+    ]);
+    expect(intros.intros).toBe(1);
+  });
+
+  it('once per pair per INTRO_EVERY_MS, either direction, forwarded or asked', () => {
+    const { intros, sent, tick } = setup();
+    intros.forwarded(5, 9);
+    intros.forwarded(9, 5);
+    intros.flush();
+    intros.asked(5, '10.2.0.11');
+    expect(sent).toHaveLength(2);
+    tick(INTRO_EVERY_MS);
+    intros.asked(5, 'fd00:2::11'); // by any of its addresses
+    expect(sent).toHaveLength(4);
+    intros.forget(9); // left: the next one is introduced at once
+    intros.asked(5, '10.2.0.11');
+    expect(sent).toHaveLength(6);
+  });
+
+  it('never across networks, never a member without a key, never a member to itself or to an unknown address', () => {
+    const { intros, sent } = setup();
+    intros.forwarded(9, 12); // network 1 and network 2
+    intros.forwarded(5, 14); // 14 takes no direct paths
+    intros.forwarded(5, 5);
+    intros.forwarded(5, 77); // no such session
+    intros.flush();
+    intros.asked(5, '10.2.0.12'); // network 2's address, asked from network 1
+    intros.asked(5, '10.9.9.9');
+    intros.asked(5, 42);
+    expect(sent).toEqual([]);
+  });
+});
