@@ -1,7 +1,7 @@
 // A FullVR: one UDP port for TinyVRs and peer FullVRs, the routing tables, and an
 // optional TUN through which hosts on its LAN (running no TinyViNe software) reach the overlay.
 import type { Server } from 'node:http';
-import { parseEndpoint } from '../shared/cidr.js';
+import { formatEndpoint, parseEndpoint } from '../shared/cidr.js';
 import { consumeInit, HandshakeError, InitReplayGuard, loadPrivateKey, publicKeyOf, loadPublicKey, type StaticKey } from '../shared/handshake.js';
 import { log } from '../shared/log.js';
 import { checkRoot, checkTunDevice, NetChanges } from '../shared/os-net.js';
@@ -401,7 +401,8 @@ export class FullVR {
     });
     this.datapath.setSessionKind(index, SessionKind.MEMBER);
     this.datapath.setSessionNetwork(index, net.id);
-    const replaced = this.members.commit(index, adm.answer, adm.physical, `${host}:${port}`, adm.grant, adm.shortcut);
+    // As parseEndpoint reads it back (a rejoin request, a direct-path introduction).
+    const replaced = this.members.commit(index, adm.answer, adm.physical, formatEndpoint(host, port), adm.grant, adm.shortcut);
     if (replaced !== null) this.dropMemberSession(replaced);
     // Control messages (direct-path introductions) ride the member's session too.
     this.control.register(index, { txKey: r.txKey, rxKey: r.rxKey, remoteIndex: init.remoteIndex, vr: -1 });

@@ -213,6 +213,16 @@ export function parseEndpoint(s: string): Endpoint {
   return { host, port: Number(port), family: 0 };
 }
 
+/**
+ * "host:port", or "[v6]:port" for an IPv6 host (what parseEndpoint reads back); an IPv4
+ * address a dual-stack socket reports as IPv4-mapped ("::ffff:a.b.c.d") is written as IPv4.
+ */
+export function formatEndpoint(host: string, port: number): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host);
+  if (mapped) return `${mapped[1]}:${port}`;
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 /** True if `ip` lies inside `cidr` (false for different families). */
 export function cidrContains(cidr: string, ip: string): boolean {
   const c = parseCidr(cidr);

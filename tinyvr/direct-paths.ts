@@ -23,7 +23,7 @@ import { monotonicMs, type PacketEngine } from '../shared/packet-engine.js';
 import type { SessionIndexAllocator } from '../shared/session-index.js';
 import type { SessionControl } from '../shared/session-control.js';
 import { SHORTCUT_KEEPALIVE_MS, SHORTCUT_SILENCE_MS } from '../shared/shortcut-offer.js';
-import { parseEndpoint } from '../shared/cidr.js';
+import { formatEndpoint, parseEndpoint } from '../shared/cidr.js';
 import { encodeHeader, MsgType } from '../shared/wire.js';
 import type { AuthMode } from '../shared/packet-engine.js';
 import { SC_DIRECT, SC_RXONLY, type ExtraRoute } from './shortcuts.js';
@@ -256,7 +256,7 @@ export class DirectPaths {
     const now = monotonicMs();
     return [...this.peers.values()].map((p) => ({
       peer: p.addrs,
-      endpoint: `${p.host}:${p.port}`,
+      endpoint: formatEndpoint(p.host, p.port),
       state: p.state,
       session: p.session || undefined,
       reason: p.reason,

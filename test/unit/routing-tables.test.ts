@@ -6,6 +6,7 @@ import {
   ipToBytes,
   parseCidr,
   parseEndpoint,
+  formatEndpoint,
   parseIp,
   parsePrefix,
 } from '../../shared/cidr.js';
@@ -49,6 +50,17 @@ describe('cidr helpers (used to build the tables)', () => {
     expect(bytesToIp(ipToBytes('::ffff:10.0.0.1'))).toBe('::ffff:10.0.0.1');
     expect(parseIp('FD00::0001')).toEqual({ family: 6, address: 'fd00::1' });
     expect(() => parseIp('1.2.3.256')).toThrow('"1.2.3.256" is not a valid IP address');
+  });
+
+  it('formats endpoints so that parseEndpoint reads them back (IPv6 in brackets, IPv4-mapped as IPv4)', () => {
+    for (const [host, port, want] of [
+      ['198.51.100.2', 40001, '198.51.100.2:40001'],
+      ['2001:db8::2', 4789, '[2001:db8::2]:4789'],
+      ['::ffff:203.0.113.2', 5, '203.0.113.2:5'],
+    ] as const) {
+      expect(formatEndpoint(host, port)).toBe(want);
+      expect(parseEndpoint(want)).toMatchObject({ port });
+    }
   });
 
   it('parses endpoints', () => {
