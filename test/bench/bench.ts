@@ -372,11 +372,12 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
         // The same holds for direct paths (closed after the same idle time).
         const extra = [...(noShortcuts ? ['--no-shortcuts'] : ['--shortcut-idle', '0']), ...(direct ? [] : ['--no-direct'])];
         await Promise.all([o.startTinyvr('a1', 'a', 1, extra), o.startTinyvr('b1', 'b', 1, extra)]);
-        // Measure the route the variant names: with shortcuts, only once both are up (a ping's
-        // request opens a1's, its reply b1's); with direct paths, once a FullVR introduced the
-        // TinyVRs and their path is up at both ends.
-        if (!noShortcuts) await Promise.all([o.openShortcut('a1', l.addr('b1'), 2), o.openShortcut('b1', l.addr('a1'), 1)]);
-        if (direct) await o.openDirect('a1', 'b1');
+        // Measure the route the variant names: with direct paths, once a FullVR introduced the
+        // TinyVRs (after the first shortcut came up) and their path is up at both ends (the
+        // other shortcut may then never open: nothing goes that way); with shortcuts, only once
+        // both are up (a ping's request opens a1's, its reply b1's).
+        if (direct) await o.openDirect('a1', 'b1', 20_000);
+        else if (!noShortcuts) await Promise.all([o.openShortcut('a1', l.addr('b1'), 2), o.openShortcut('b1', l.addr('a1'), 1)]);
         const p = await l.ping('a1', l.addr('b1'), { count: 3, interval: 0.2, waitS: 2 });
         if (p.received === 0) fail(`${key}: connectivity a1 -> b1`, new Error(`no ping reply\n${p.output}`));
         else modeUp.set(key, true);

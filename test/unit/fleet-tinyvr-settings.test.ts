@@ -84,13 +84,14 @@ async function bakedConfig(extra: Record<string, unknown>): Promise<Record<strin
 
 describe('fleet-wide TinyVR settings (server config `tinyvr:`)', () => {
   it('are baked into every TinyVR the server installs, and the TinyVR accepts them', async () => {
-    const cfg = await bakedConfig({ tinyvr: { moderationMicros: 1000, keepaliveSeconds: 5, shortcuts: false, shortcutIdleSeconds: 0 } });
-    expect(cfg).toMatchObject({ moderationMicros: 1000, keepaliveSeconds: 5, shortcuts: false, shortcutIdleSeconds: 0, fullvr: '198.51.100.3:4789' });
+    const cfg = await bakedConfig({ tinyvr: { moderationMicros: 1000, keepaliveSeconds: 5, shortcuts: false, shortcutIdleSeconds: 0, direct: false } });
+    expect(cfg).toMatchObject({ moderationMicros: 1000, keepaliveSeconds: 5, shortcuts: false, shortcutIdleSeconds: 0, direct: false, fullvr: '198.51.100.3:4789' });
     expect(typeof cfg.token).toBe('string');
     const parsed = parseTinyvrConfig(cfg, 'embedded config');
     expect(parsed.moderationMicros).toBe(1000);
     expect(parsed.keepaliveSeconds).toBe(5);
     expect(parsed.shortcuts).toBe(false);
+    expect(parsed.direct).toBe(false);
   }, 120_000);
 
   it('without the block the TinyVR keeps its own defaults (nothing extra is baked in)', async () => {
@@ -107,6 +108,7 @@ describe('fleet-wide TinyVR settings (server config `tinyvr:`)', () => {
       [{ moderationMicros: 5 }, /^server\.yaml: tinyvr\.moderationMicros: must be 0 \(off\) or 10\.\.100000 microseconds/],
       [{ keepaliveSeconds: 30 }, /^server\.yaml: tinyvr\.keepaliveSeconds: must be <= 25/],
       [{ shortcutIdleSeconds: -1 }, /^server\.yaml: tinyvr\.shortcutIdleSeconds: must be >= 0/],
+      [{ direct: 'yes' }, /^server\.yaml: tinyvr\.direct: /],
       [{ moderation: 1000 }, /^server\.yaml: unknown key "moderation" in tinyvr/],
     ] as const) {
       let msg = '';
