@@ -9,10 +9,28 @@
 // the engine forwards the rest from its verdict cache); a member may also ask again for a
 // peer it knew (CTRL "direct" with an address). Each pair is introduced at most once per
 // INTRO_EVERY_MS, so neither a busy flow nor a chatty member costs more than that.
+//
+// An introduction holds only while both stay members of that network here: when one leaves
+// (removed by an operator, expired, replaced, moved to another network), the other is told
+// at once (CTRL "direct-revoke" with the gone member's key, sent REVOKE_SENDS times in case
+// one is lost) and drops the path, so removal and isolation hold on direct paths too.
 import { log } from '../shared/log.js';
 import type { Member, Members } from './members.js';
 
 export const INTRO_EVERY_MS = 5000;
+/** A revocation is sent at these delays (ms): a lost one must not keep a path open. */
+export const REVOKE_AT_MS = [0, 300, 1000];
+
+interface Introduced {
+  net: number;
+  /** the two sessions, the keys they were introduced by, and an address of each */
+  a: number;
+  aKey: string;
+  aAddr: string;
+  b: number;
+  bKey: string;
+  bAddr: string;
+}
 
 export interface DirectIntroOptions {
   members: Members;
@@ -24,6 +42,9 @@ export interface DirectIntroOptions {
 export class DirectIntros {
   /** pair key (pairKey) -> when that pair was last introduced */
   private last = new Map<number, number>();
+  /** pairs introduced (pairKey -> who), for revocation */
+  private introduced = new Map<number, Introduced>();
+  revocations = 0;
   /** pairs the datapath reported since the last flush (initiator, responder) */
   private pending: Array<[number, number]> = [];
   private scheduled = false;
@@ -61,9 +82,33 @@ export class DirectIntros {
     }
   }
 
-  /** Forget the pairs of a member that left. */
-  forget(session: number): void {
+  /**
+   * Member `session` left (or moved to another network): every member introduced to it
+   * drops that path. Call before its session index can be reused.
+   */
+  revoke(session: number): void {
     for (const k of this.last.keys()) if (Math.floor(k / 65536) === session || k % 65536 === session) this.last.delete(k);
+    for (const [k, x] of this.introduced) {
+      if (x.a !== session && x.b !== session) continue;
+      this.introduced.delete(k);
+      const [other, otherKey, goneKey, goneAddr] = x.a === session ? [x.b, x.bKey, x.aKey, x.aAddr] : [x.a, x.aKey, x.bKey, x.bAddr];
+      // The same TinyVR rejoined on a new session (same key, same network): the path stands.
+      const now = this.o.members.byAddr(x.net, goneAddr);
+      if (now && now.session !== session && now.directKey === goneKey && now.network === x.net) {
+        this.introduced.set(pairKey(now.session, other), x.a === session ? { ...x, a: now.session } : { ...x, b: now.session });
+        continue;
+      }
+      this.revocations++;
+      log.info('direct path revoked', { session: other, reason: 'its peer left or moved' });
+      for (const ms of REVOKE_AT_MS) {
+        const send = () => {
+          // Still the same member on that session (not one that joined since)?
+          if (this.o.members.get(other)?.directKey === otherKey) this.o.send(other, { op: 'direct-revoke', key: goneKey });
+        };
+        if (ms === 0) send();
+        else setTimeout(send, ms).unref();
+      }
+    }
   }
 
   private introduce(a: Member, b: Member): void {
@@ -80,6 +125,7 @@ export class DirectIntros {
     // The responder first: its punches should leave before the initiator's handshake arrives.
     if (!this.o.send(resp.session, { ...about(ini), initiate: false })) return;
     if (!this.o.send(ini.session, { ...about(resp), initiate: true })) return;
+    this.introduced.set(k, { net: a.network, a: a.session, aKey: a.directKey, aAddr: a.address, b: b.session, bKey: b.directKey, bAddr: b.address });
     this.intros++;
     log.info('direct path introduced', { network: a.network, initiator: ini.address, responder: resp.address });
   }

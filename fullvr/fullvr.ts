@@ -403,11 +403,12 @@ export class FullVR {
     this.datapath.setSessionNetwork(index, net.id);
     // As parseEndpoint reads it back (a rejoin request, a direct-path introduction).
     const replaced = this.members.commit(index, adm.answer, adm.physical, formatEndpoint(host, port), adm.grant, adm.shortcut);
-    if (replaced !== null) this.dropMemberSession(replaced);
     // Control messages (direct-path introductions) ride the member's session too.
     this.control.register(index, { txKey: r.txKey, rxKey: r.rxKey, remoteIndex: init.remoteIndex, vr: -1 });
     const directKey = init.payload.direct;
+    // Before the replaced session goes: a rejoin with the same key keeps its direct paths.
     if (this.intros && typeof directKey === 'string' && isPublicKey(directKey)) this.members.get(index)!.directKey = directKey;
+    if (replaced !== null) this.dropMemberSession(replaced);
     this.engine.sendRaw(host, port, r.message);
     if (adm.shortcut) this.counters.shortcut_joins++;
     else this.counters.joins++;
@@ -481,7 +482,7 @@ export class FullVR {
 
   private dropMemberSession(index: number): void {
     this.control.unregister(index);
-    this.intros?.forget(index);
+    this.intros?.revoke(index);
     this.engine.deleteSession(index);
     this.datapath.setSessionKind(index, SessionKind.NONE);
     this.indices.release(index);
@@ -543,6 +544,7 @@ export class FullVR {
         const oldRoutes = this.routesFor(m.network);
         members.relabel(m.session, want);
         this.datapath.setSessionNetwork(m.session, want);
+        this.intros?.revoke(m.session); // its direct paths were within the old network
         log.info('member moved by authority', { address: m.address, from: m.network, to: want });
         // Different routes for the new network: make the TinyVR rejoin (with its ticket) to learn them.
         if (oldRoutes !== this.routesFor(want, next.networks)) this.askToRejoin(m.session, m.endpoint);
@@ -620,6 +622,7 @@ export class FullVR {
         routed: this.datapath.routed + (engine.cache_routed ?? 0),
         relayed: this.datapath.relayed + (engine.cache_relayed ?? 0),
         direct_intros: this.intros?.intros ?? 0,
+        direct_revocations: this.intros?.revocations ?? 0,
       },
       tables: { version: this.tablesVersion, appliedAt: this.tablesAppliedAt },
       joinRefusals: this.refusals,

@@ -94,7 +94,7 @@ export class DirectPaths {
   readonly publicKey: string;
   private peers = new Map<string, Peer>();
   private guard = new InitReplayGuard();
-  readonly counters = { direct_up: 0, direct_failed: 0, direct_dropped: 0, direct_closed_idle: 0, direct_intros: 0, direct_asks: 0 };
+  readonly counters = { direct_up: 0, direct_failed: 0, direct_dropped: 0, direct_closed_idle: 0, direct_intros: 0, direct_asks: 0, direct_revoked: 0 };
 
   constructor(private o: DirectPathOptions) {
     this.key = loadPrivateKey(generateKeyPair().privateKey);
@@ -139,6 +139,26 @@ export class DirectPaths {
     Object.assign(peer, { addrs, host: ep.host, port: ep.port, via, since: monotonicMs(), reason: undefined, initiate });
     if (initiate) this.connect(peer);
     else this.punch(peer);
+    this.o.onRoutes();
+  }
+
+  /**
+   * A CTRL "direct-revoke" from a FullVR: the member with that key left the network (or moved
+   * to another): drop the path at once, and forget it (no new introduction is asked for).
+   */
+  handleRevoke(p: Record<string, unknown>): void {
+    const peer = typeof p.key === 'string' ? this.peers.get(p.key) : undefined;
+    if (!peer) return;
+    this.counters.direct_revoked++;
+    log.info('direct path revoked by a FullVR', { peer: peer.addrs.join(','), state: peer.state });
+    this.forget(peer);
+    this.o.onRoutes();
+  }
+
+  /** Our network changed (rejoin): no path of the old one may stay. */
+  reset(): void {
+    if (!this.peers.size) return;
+    this.stop();
     this.o.onRoutes();
   }
 

@@ -280,6 +280,8 @@ export class TinyVR {
       return;
     }
     const old = this.session;
+    // Another network now (the authority moved us): direct paths of the old one must go.
+    if (this.join && this.join.network !== p.network) this.direct?.reset();
     this.pumpCfg[Cfg.SESSION] = s.index;
     this.remoteIndex = s.remoteIndex;
     this.homeVr = s.remoteSenderId;
@@ -379,6 +381,7 @@ export class TinyVR {
         // CTRL from our FullVR or a shortcut's: an introduction to another member.
         const c = this.control.decode(msg);
         if (c?.payload.op === 'direct') this.direct?.handleIntro(c.session, c.payload);
+        else if (c?.payload.op === 'direct-revoke') this.direct?.handleRevoke(c.payload);
       }
       else if (type === MsgType.ERROR) {
         try {

@@ -19,7 +19,7 @@ function setup() {
   const sent: Array<[number, Record<string, unknown>]> = [];
   let now = 1_000_000;
   const intros = new DirectIntros({ members, send: (s, p) => (sent.push([s, p]), true), now: () => now });
-  return { intros, sent, tick: (ms: number) => (now += ms) };
+  return { intros, sent, list, tick: (ms: number) => (now += ms) };
 }
 
 describe('direct-path introductions', () => {
@@ -36,7 +36,8 @@ describe('direct-path introductions', () => {
   });
 
   it('once per pair per INTRO_EVERY_MS, either direction, forwarded or asked', () => {
-    const { intros, sent, tick } = setup();
+    const { intros, sent, list, tick } = setup();
+    const m9 = list[1]!;
     intros.forwarded(5, 9);
     intros.forwarded(9, 5);
     intros.flush();
@@ -45,9 +46,26 @@ describe('direct-path introductions', () => {
     tick(INTRO_EVERY_MS);
     intros.asked(5, 'fd00:2::11'); // by any of its addresses
     expect(sent).toHaveLength(4);
-    intros.forget(9); // left: the next one is introduced at once
+    list.splice(1, 1); // 9 left: its peers are told, and a member that joins later is introduced at once
+    intros.revoke(9);
+    expect(sent.slice(4)).toEqual([[5, { op: 'direct-revoke', key: 'A'.repeat(43) + '=' }]]);
+    list.push({ ...m9, session: 10 });
     intros.asked(5, '10.2.0.11');
-    expect(sent).toHaveLength(6);
+    expect(sent).toHaveLength(7);
+  });
+
+  it('a revocation only for a member that is gone: the same TinyVR rejoining on a new session keeps its paths', () => {
+    const { intros, sent, list } = setup();
+    intros.forwarded(5, 9);
+    intros.flush();
+    sent.length = 0;
+    list[1] = { ...list[1]!, session: 11 }; // 9 rejoined as 11, same key and network
+    intros.revoke(9);
+    expect(sent).toEqual([]);
+    list[1] = { ...list[1]!, directKey: 'D'.repeat(43) + '=' }; // 11 replaced by a restarted TinyVR (new key)
+    intros.revoke(11);
+    expect(sent).toEqual([[5, { op: 'direct-revoke', key: 'A'.repeat(43) + '=' }]]);
+    expect(intros.revocations).toBe(1);
   });
 
   it('never across networks, never a member without a key, never a member to itself or to an unknown address', () => {
