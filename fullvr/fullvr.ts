@@ -120,7 +120,7 @@ export class FullVR {
     });
     const shortcuts = cfg.shortcuts ? this.shortcuts : null;
     this.members = new Members(cfg.id, networks, this.tables, this.tokens, this.mtu, new MemberTickets(cfg.privateKey, cfg.id), shortcuts);
-    this.intros = cfg.directPaths ? new DirectIntros({ members: this.members, send: (s, p) => this.sendControl(s, p) }) : null;
+    this.intros = cfg.directPaths ? new DirectIntros({ members: this.members, send: (s, p) => this.control.send(this.engine, s, p) }) : null;
     if (this.intros) this.datapath.onMemberPair = (from, to) => this.intros!.forwarded(from, to);
     // One session per peer carries every network, so it uses the strongest mode any of them asks for.
     this.peerMode = strongestMode(cfg.networks.map((n) => authModeOf(n.auth)));
@@ -444,10 +444,7 @@ export class FullVR {
   }
 
   private announceHost(network: number, address: string): void {
-    for (const p of this.peers.currentSessions()) {
-      const m = this.control.encode(p.session, { op: 'host', network, address, vr: this.cfg.id });
-      if (m) this.engine.sendRaw(p.host, p.port, m);
-    }
+    for (const p of this.peers.currentSessions()) this.control.send(this.engine, p.session, { op: 'host', network, address, vr: this.cfg.id });
   }
 
   private onPeerControl(vr: number, p: Record<string, unknown>): void {
@@ -469,15 +466,6 @@ export class FullVR {
     if (!n) return;
     const hosts = [...(this.hostRoutes.get(id) ?? new Map<string, number>())].map(([a, vr]) => ({ subnet: `${a}/${a.includes(':') ? 128 : 32}`, vr }));
     this.tables.setGndt(id, [...n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })), ...hosts]);
-  }
-
-  /** A CTRL message on session `session` (a peer's or a member's); false if it has no control keys. */
-  private sendControl(session: number, payload: Record<string, unknown>): boolean {
-    const m = this.control.encode(session, payload);
-    const info = m ? this.engine.sessionInfo(session) : null;
-    if (!m || !info) return false;
-    this.engine.sendRaw(info.peerHost, info.peerPort, m);
-    return true;
   }
 
   private dropMemberSession(index: number): void {

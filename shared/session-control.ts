@@ -5,6 +5,7 @@
 // can produce them; a counter (time-based) refuses replays. Both routers use this module.
 import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { encodeHeader, HEADER_LEN, MsgType } from './wire.js';
+import type { PacketEngine } from './packet-engine.js';
 
 const TAG = 16;
 
@@ -46,6 +47,23 @@ export class SessionControl {
     const hdr = encodeHeader({ type: MsgType.QUEUE, mode: 0, hops: 0, receiverIndex: k.remoteIndex, senderId: this.selfId, networkId: 0, counter });
     const tag = createHmac('sha256', k.tx).update(hdr).update(body).digest().subarray(0, TAG);
     return Buffer.concat([hdr, body, tag]);
+  }
+
+  /**
+   * Encode and send a CTRL on `session` to the endpoint the engine knows for it (its latest,
+   * NAT rebinding included). False when the session has no control keys or is gone, or the
+   * send failed (unreachable): callers retry on their own schedule.
+   */
+  send(engine: Pick<PacketEngine, 'sessionInfo' | 'sendRaw'>, session: number, payload: Record<string, unknown>): boolean {
+    const m = this.encode(session, payload);
+    const info = m ? engine.sessionInfo(session) : null;
+    if (!m || !info) return false;
+    try {
+      engine.sendRaw(info.peerHost, info.peerPort, m);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Verify a CTRL datagram; returns the sending VR, our session and the payload, or null (forged, replayed, malformed). */

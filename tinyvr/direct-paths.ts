@@ -284,12 +284,6 @@ export class DirectPaths {
     }));
   }
 
-  /** Whether `session` is a direct path's (its keepalives and DATA are not the FullVR's). */
-  owns(session: number): boolean {
-    for (const p of this.peers.values()) if (p.session === session) return true;
-    return false;
-  }
-
   private askEvery(p: Peer): number {
     return p.failures ? Math.min(MAX_ASK_MS, FAILED_ASK_MS * 2 ** (p.failures - 1)) : ASK_MS;
   }
@@ -378,15 +372,9 @@ export class DirectPaths {
   /** Ask the FullVR that introduced the peer to introduce us again (our traffic to it resumed). */
   private ask(p: Peer, now: number): void {
     p.askedAt = now;
-    const m = this.o.control.encode(p.via, { op: 'direct', addr: p.addrs[0] });
-    const info = m ? this.o.engine.sessionInfo(p.via) : null;
-    if (!m || !info) return; // that session is gone: the FullVR introduces us again when it next forwards for us
-    try {
-      this.o.engine.sendRaw(info.peerHost, info.peerPort, m);
-      this.counters.direct_asks++;
-    } catch {
-      /* retried at the next ASK_MS */
-    }
+    // Not sent (that session is gone, or unreachable): retried at the next ASK_MS, and the
+    // FullVR introduces us again anyway when it next forwards between us.
+    if (this.o.control.send(this.o.engine, p.via, { op: 'direct', addr: p.addrs[0] })) this.counters.direct_asks++;
   }
 
   private stopTrying(p: Peer): void {

@@ -35,6 +35,7 @@ enum { TV_SC_DIRECT = 1, TV_SC_RXONLY = 2 /* closing: still receives (source che
 typedef struct {
   int32_t *cfg; /* NULL: no shortcuts */
   int n;
+  int ndirect; /* entries flagged TV_SC_DIRECT: without any, no source is checked */
   /* the last answer: consecutive packets to one destination (a super-packet's segments)
    * reuse it instead of scanning again; valid for one wake-up (JS may rewrite cfg between) */
   int last_v;
@@ -105,11 +106,12 @@ static int tun_pump(tv_engine *e, uint8_t *buf, int32_t *meta, int cap, int32_t 
 /* The entries JS wrote in cfg, bounded by the array it gave (JS may rewrite cfg whenever it runs). */
 static void sc_load(tv_shortcuts *sc, const tv_pump *q) {
   int32_t *cfg = q->cfg;
-  sc->cfg = cfg, sc->n = 0, sc->last_v = 0;
+  sc->cfg = cfg, sc->n = 0, sc->ndirect = 0, sc->last_v = 0;
   if (q->cfg_len <= TV_SC_COUNT || cfg[TV_SC_COUNT] <= 0) return;
   size_t room = q->cfg_len > TV_SC_BASE ? (q->cfg_len - TV_SC_BASE) / TV_SC_FIELDS : 0;
   sc->n = cfg[TV_SC_COUNT] < (int32_t)room ? cfg[TV_SC_COUNT] : (int)room;
   if (sc->n > TV_SC_MAX) sc->n = TV_SC_MAX;
+  for (int i = 0; i < sc->n; i++) sc->ndirect += (cfg[TV_SC_BASE + i * TV_SC_FIELDS + TV_SC_FLAGS] & TV_SC_DIRECT) != 0;
 }
 
 /* DATA on a direct path's session comes from another member, whose source no FullVR checked:
@@ -165,7 +167,7 @@ static int udp_pump_batch(tv_engine *e, uint8_t *buf, int32_t *meta, uint8_t *ad
     int v = p[0] >> 4;
     int ok = v == 4 ? len >= 20 && addr_in(p + 16, o4, n4, 4) : v == 6 && len >= 40 && addr_in(p + 24, o6, n6, 16);
     if (!ok) e->st[ST_NOT_FOR_ME]++;
-    else if (sc->n && !direct_source_ok(sc, &memo, m[M_SESSION], p, v)) e->st[ST_DIRECT_SPOOFED]++;
+    else if (sc->ndirect && !direct_source_ok(sc, &memo, m[M_SESSION], p, v)) e->st[ST_DIRECT_SPOOFED]++;
     else m[M_ACTION] = ACTION_TUN;
   }
   forward_batch(e, buf, meta, n, cap);

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLab, labSupport, type Lab } from './topology.js';
-import { blueNetwork, cloud, Overlay, waitFor } from './overlay-harness.js';
+import { blueNetwork, cloud, Overlay, tcpTransferSha, waitFor } from './overlay-harness.js';
 
 const support = await labSupport(['ip', 'nft', 'ping', 'curl', 'python3']);
 if (!support.ok) console.warn(`SKIP direct-path lab tests: ${support.reason}`);
@@ -61,18 +61,7 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
       ['a1', 'b1', '10.2.0.11'],
       ['b1', 'a1', '10.1.0.11'],
     ] as const) {
-      const srv = lab.spawn(to, ['python3', '-c', `import socket,hashlib
-s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('${addr}',5202));s.listen(1);print('listening',flush=True)
-c,_=s.accept();h=hashlib.sha256()
-while True:
-  d=c.recv(1<<20)
-  if not d: break
-  h.update(d)
-print('sha',h.hexdigest(),flush=True)`]);
-      await srv.waitForLog(/listening/, 5000);
-      await lab.exec(from, ['python3', '-c', `import socket;s=socket.create_connection(('${addr}',5202));s.sendall(open('${join(files, 'blob')}','rb').read());s.close()`], { timeoutMs: 60_000 });
-      await srv.exited;
-      expect(srv.log()).toContain(`sha ${want}`);
+      expect(await tcpTransferSha(lab, from, to, addr, 5202, join(files, 'blob'))).toContain(`sha ${want}`);
     }
     const d = { a: (await rx('a')) - before.a, b: (await rx('b')) - before.b };
     const a1 = await directTo('a1', '10.2.0.11');

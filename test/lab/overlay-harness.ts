@@ -238,6 +238,25 @@ export class Overlay {
   }
 }
 
+/**
+ * Sends `file` over one TCP connection from VM `from` to a receiver on `addr`:`port` in VM
+ * `to`, which hashes what arrives; returns the receiver's output ("sha <hex>" at the end).
+ */
+export async function tcpTransferSha(lab: Lab, from: string, to: string, addr: string, port: number, file: string): Promise<string> {
+  const srv = lab.spawn(to, ['python3', '-c', `import socket,hashlib
+s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('${addr}',${port}));s.listen(1);print('listening',flush=True)
+c,_=s.accept();h=hashlib.sha256()
+while True:
+  d=c.recv(1<<20)
+  if not d: break
+  h.update(d)
+print('sha',h.hexdigest(),flush=True)`]);
+  await srv.waitForLog(/listening/, 5000);
+  await lab.exec(from, ['python3', '-c', `import socket;s=socket.create_connection(('${addr}',${port}));s.sendall(open('${file}','rb').read());s.close()`], { timeoutMs: 60_000 });
+  await srv.exited;
+  return srv.log();
+}
+
 /** Poll `fn` until it returns truthy or the time is up. */
 export async function waitFor<T>(fn: () => Promise<T>, timeoutMs: number, stepMs = 100): Promise<T> {
   const end = Date.now() + timeoutMs;
