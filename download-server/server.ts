@@ -139,7 +139,9 @@ export async function startDownloadServer(cfg: ServerConfig, extraFullvrs: Fullv
       peers: t.peers.map((p) => (limited.has(p.id) ? { id: p.id, publicKey: p.publicKey, limited: true } : p)) as TablesBody['peers'],
       networks: t.networks,
       members: t.members,
-      left: [...left.values()].filter((l) => l.fullvr === id).map(({ network, address }) => ({ network, address })),
+      // Every FullVR of the network hears of a host that left, not only the one it was with:
+      // others may hold it as a shortcut member, or have introduced it to their members.
+      left: [...left.values()].filter((l) => l.fullvr === id || t.networks.some((n) => n.id === l.network)).map(({ network, address }) => ({ network, address })),
       revokedTokens: t.revokedTokens,
     };
   });
