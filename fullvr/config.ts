@@ -105,9 +105,10 @@ export const FullvrConfigSchema = z.strictObject({
   // members on a shortcut), introduce them to each other so they open a session straight
   // between them through their NATs and leave every FullVR off their path (less latency and
   // CPU; we no longer see or police that traffic, the members check each other's sources).
-  // Members that cannot reach each other keep using us. false: all our members' traffic
-  // crosses a FullVR (e.g. where the FullVRs are the place that logs or polices it).
-  directPaths: z.boolean().default(true),
+  // Members that cannot reach each other keep using us. Off by default for now: removing a
+  // member (or splitting its network) revokes its direct paths, but that revocation is not
+  // yet reliable under load (README, Direct paths), so the operator opts in.
+  directPaths: z.boolean().default(false),
   // the download server ("ViNe Authority") this FullVR trusts and reports to
   authority: z
     .strictObject({
