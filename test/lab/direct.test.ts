@@ -47,7 +47,8 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
     // Each sees the other at its site router's public address: the NAT mapping, not the VM.
     expect(a.endpoint.split(':')[0]).toBe(lab.site('b').routerPublic);
     expect(b.endpoint.split(':')[0]).toBe(lab.site('a').routerPublic);
-    expect((await ov.fullvrStatus('b')).counters.direct_intros).toBeGreaterThanOrEqual(1);
+    // Introduced by FullVR a or b, whichever forwarded between them first (or both).
+    expect((await ov.fullvrStatus('a')).counters.direct_intros + (await ov.fullvrStatus('b')).counters.direct_intros).toBeGreaterThanOrEqual(1);
   }, 30_000);
 
   it('pings and 20 MB each way cross no FullVR, and arrive byte-identical', async () => {
@@ -114,8 +115,10 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
   it('an idle direct path closes on both ends; the next traffic opens it again, nothing lost meanwhile', async () => {
     // b2 closes paths idle for 2 s; a1 notices its silence and drops its end.
     await ov.openDirect('a1', 'b2');
+    const dropped = (await ov.tinyvrStatus('a1')).counters.direct_dropped;
     await waitFor(async () => (await directTo('b2', '10.1.0.11'))?.state !== 'up', 10_000, 100);
-    await waitFor(async () => (await directTo('a1', '10.2.0.12'))?.state === 'idle', 10_000, 100);
+    // a1 drops its end (a FullVR may already be introducing them again: the state alone would race).
+    await waitFor(async () => (await ov.tinyvrStatus('a1')).counters.direct_dropped > dropped, 10_000, 100);
     expect((await ov.tinyvrStatus('b2')).counters.direct_closed_idle).toBeGreaterThanOrEqual(1);
     // Meanwhile traffic goes the FullVR way at once: no ping lost.
     expect((await lab.ping('a1', '10.2.0.12', { count: 10, interval: 0.1 })).ok).toBe(true);
