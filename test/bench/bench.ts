@@ -40,7 +40,7 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
   --moderation-us N  the overlay routers' wake-up moderation (default: theirs, 500); unless 0,
                 an unmoderated gmac overlay is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
                 The overlay takes direct paths (TinyVR -> TinyVR through both NATs, introduced
-                by the FullVRs) as it does by default; measured alongside (TCP 1 stream,
+                by the FullVRs, which run with directPaths: true, an opt-in); measured alongside (TCP 1 stream,
                 1 Gbit/s, RTT): overlay-via-fullvr (gmac, FullVRs with directPaths: false: the
                 shortcut TinyVR -> FullVR b -> TinyVR), overlay-via-home (gmac, --no-shortcuts:
                 TinyVR -> FullVR a -> FullVR b -> TinyVR), and overlay-loop-wait (gmac, routers
