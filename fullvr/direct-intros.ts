@@ -12,14 +12,18 @@
 //
 // An introduction holds only while both stay members of that network here: when one leaves
 // (removed by an operator, expired, replaced, moved to another network), the other is told
-// at once (CTRL "direct-revoke" with the gone member's key, sent REVOKE_SENDS times in case
-// one is lost) and drops the path, so removal and isolation hold on direct paths too.
+// at once (CTRL "direct-revoke" with the gone member's key, sent at REVOKE_AT_MS in case one
+// is lost, each time to the session the member holds then: it may be rejoining) and drops the
+// path, so removal and isolation hold on direct paths too. A member also renews each open
+// path every 10 s (CTRL "direct" with the peer's address and key): we answer with a new
+// introduction while that peer is still the member we introduced, else with a revocation, so
+// a revocation that never arrived holds at the next renewal.
 import { log } from '../shared/log.js';
 import type { Member, Members } from './members.js';
 
 export const INTRO_EVERY_MS = 5000;
 /** A revocation is sent at these delays (ms): a lost one must not keep a path open. */
-export const REVOKE_AT_MS = [0, 300, 1000];
+export const REVOKE_AT_MS = [0, 300, 1000, 3000];
 
 interface Introduced {
   net: number;
@@ -63,11 +67,19 @@ export class DirectIntros {
     setImmediate(() => this.flush());
   }
 
-  /** A member asked (CTRL "direct") to be introduced to the member holding `addr` again. */
-  asked(from: number, addr: unknown): void {
+  /**
+   * A member asked (CTRL "direct") to be introduced to the member holding `addr` again, or to
+   * renew its path to the peer with `key`: a peer that is not (or no longer) that member of its
+   * network here is revoked.
+   */
+  asked(from: number, addr: unknown, key?: unknown): void {
     const m = this.o.members.get(from);
     if (!m || typeof addr !== 'string') return;
     const to = this.o.members.byAddr(m.network, addr);
+    if (typeof key === 'string' && to?.directKey !== key) {
+      this.revocations++;
+      this.o.send(from, { op: 'direct-revoke', key });
+    }
     if (to) this.introduce(m, to);
   }
 
@@ -91,19 +103,20 @@ export class DirectIntros {
     for (const [k, x] of this.introduced) {
       if (x.a !== session && x.b !== session) continue;
       this.introduced.delete(k);
-      const [other, otherKey, goneKey, goneAddr] = x.a === session ? [x.b, x.bKey, x.aKey, x.aAddr] : [x.a, x.aKey, x.bKey, x.bAddr];
+      const [otherAddr, otherKey, goneKey, goneAddr] = x.a === session ? [x.bAddr, x.bKey, x.aKey, x.aAddr] : [x.aAddr, x.aKey, x.bKey, x.bAddr];
       // The same TinyVR rejoined on a new session (same key, same network): the path stands.
       const now = this.o.members.byAddr(x.net, goneAddr);
       if (now && now.session !== session && now.directKey === goneKey && now.network === x.net) {
-        this.introduced.set(pairKey(now.session, other), x.a === session ? { ...x, a: now.session } : { ...x, b: now.session });
+        this.introduced.set(pairKey(now.session, x.a === session ? x.b : x.a), x.a === session ? { ...x, a: now.session } : { ...x, b: now.session });
         continue;
       }
       this.revocations++;
-      log.info('direct path revoked', { session: other, reason: 'its peer left or moved' });
+      log.info('direct path revoked', { member: otherAddr, peer: goneAddr, reason: 'its peer left or moved' });
       for (const ms of REVOKE_AT_MS) {
         const send = () => {
-          // Still the same member on that session (not one that joined since)?
-          if (this.o.members.get(other)?.directKey === otherKey) this.o.send(other, { op: 'direct-revoke', key: goneKey });
+          // The same member (by key), on the session it holds now: it may have rejoined since.
+          const other = this.o.members.byAddr(x.net, otherAddr);
+          if (other?.directKey === otherKey) this.o.send(other.session, { op: 'direct-revoke', key: goneKey });
         };
         if (ms === 0) send();
         else setTimeout(send, ms).unref();

@@ -332,7 +332,7 @@ export class FullVR {
         if (!c) this.counters.ctrl_rejected++;
         else if (this.datapath.sessionKind[c.session] === SessionKind.MEMBER) {
           // A member asking to be introduced again to a peer it knew (its NAT mapping expired).
-          if (c.payload.op === 'direct') this.intros?.asked(c.session, c.payload.addr);
+          if (c.payload.op === 'direct') this.intros?.asked(c.session, c.payload.addr, c.payload.key);
         } else this.onPeerControl(c.vr, c.payload);
         break;
       }
@@ -530,10 +530,11 @@ export class FullVR {
       }
       if (want !== undefined && want !== m.network && newIds.has(want)) {
         const oldRoutes = this.routesFor(m.network);
+        const from = m.network; // relabel changes the record
         members.relabel(m.session, want);
         this.datapath.setSessionNetwork(m.session, want);
         this.intros?.revoke(m.session); // its direct paths were within the old network
-        log.info('member moved by authority', { address: m.address, from: m.network, to: want });
+        log.info('member moved by authority', { address: m.address, from, to: want });
         // Different routes for the new network: make the TinyVR rejoin (with its ticket) to learn them.
         if (oldRoutes !== this.routesFor(want, next.networks)) this.askToRejoin(m.session, m.endpoint);
         continue;

@@ -25,7 +25,7 @@ export class SessionControl {
   private keys = new Map<number, Keys>();
   /** per session: the data keys, and so the MAC key, are the session's own */
   private lastCounter = new Map<number, bigint>();
-  private seq = 0n;
+  private lastSent = 0n;
 
   constructor(private selfId: number) {}
 
@@ -41,8 +41,10 @@ export class SessionControl {
   encode(session: number, payload: Record<string, unknown>): Buffer | null {
     const k = this.keys.get(session);
     if (!k) return null;
-    // Strictly increasing across restarts: wall-clock microseconds plus a sequence.
-    const counter = BigInt(Date.now()) * 1000n + (this.seq++ % 1000n);
+    // Strictly increasing, across restarts too: wall-clock microseconds, or one more than the
+    // last when several go out within a microsecond (a wrapping sequence could step back).
+    const wall = BigInt(Date.now()) * 1000n;
+    const counter = (this.lastSent = wall > this.lastSent ? wall : this.lastSent + 1n);
     const body = Buffer.from(JSON.stringify(payload));
     const hdr = encodeHeader({ type: MsgType.QUEUE, mode: 0, hops: 0, receiverIndex: k.remoteIndex, senderId: this.selfId, networkId: 0, counter });
     const tag = createHmac('sha256', k.tx).update(hdr).update(body).digest().subarray(0, TAG);

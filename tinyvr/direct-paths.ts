@@ -15,6 +15,13 @@
 // an optimisation, never a dependency. A path idle for `idleMs` closes (it still receives
 // while the peer notices); a silent one is dropped. Traffic to a peer we knew later asks the
 // FullVR that introduced it for a new introduction (its NAT mapping has expired meanwhile).
+//
+// A path holds only while the FullVR that introduced it still vouches for the peer: it tells
+// us at once when the peer leaves (CTRL "direct-revoke"), and because such a message can be
+// lost, or go to a session we just replaced, an open path is also renewed every RENEW_MS (we
+// ask again; the FullVR answers with a new introduction, or with a revocation when the peer
+// with that key is no longer a member of our network there). That FullVR is named by its id,
+// not by a session: our session with it changes when we rejoin.
 import { isIP } from 'node:net';
 import { consumeInit, generateKeyPair, HandshakeError, InitReplayGuard, loadPrivateKey, loadPublicKey, publicKeyOf, type StaticKey } from '../shared/handshake.js';
 import { Initiator, type Established } from '../shared/initiator.js';
@@ -39,10 +46,17 @@ const PUNCH_EVERY_MS = 250;
 const DRAIN_MS = SHORTCUT_SILENCE_MS + 3 * SHORTCUT_KEEPALIVE_MS;
 /** Ask for a new introduction at most this often per peer; after failures from FAILED_ASK_MS, doubling up to MAX_ASK_MS. */
 const ASK_MS = 10_000;
+/** An open path asks its introducer to vouch for the peer again this often (the bound on a lost revocation). */
+export const RENEW_MS = 10_000;
 const FAILED_ASK_MS = 15_000;
 const MAX_ASK_MS = 300_000;
 /** A peer not used for this long is forgotten (its entries leave the pump table). */
 const FORGET_MS = 10 * 60_000;
+/**
+ * At most this many INITs a second are worked on (each costs X25519 operations before its
+ * sender is known): our UDP port is public, and a flood of forged INITs must not cost a core.
+ */
+const INITS_PER_S = 50;
 /** At most this many peers (each takes one or two of the pump's route entries). */
 export const MAX_PEERS = 12;
 
@@ -54,8 +68,8 @@ interface Peer {
   addrs: string[];
   host: string;
   port: number;
-  /** our session with the FullVR that introduced it (a new introduction is asked there) */
-  via: number;
+  /** the FullVR that introduced it (renewals and new introductions are asked there) */
+  viaVr: number;
   state: State;
   session: number;
   initiator: Initiator | null;
@@ -86,6 +100,8 @@ export interface DirectPathOptions {
   idleMs: number;
   /** The route entries changed: rewrite the pump table. */
   onRoutes: () => void;
+  /** Our current session with FullVR `vr` (home or shortcut), 0 if none. */
+  sessionOfVr: (vr: number) => number;
 }
 
 export class DirectPaths {
@@ -94,15 +110,17 @@ export class DirectPaths {
   readonly publicKey: string;
   private peers = new Map<string, Peer>();
   private guard = new InitReplayGuard();
-  readonly counters = { direct_up: 0, direct_failed: 0, direct_dropped: 0, direct_closed_idle: 0, direct_intros: 0, direct_asks: 0, direct_revoked: 0 };
+  private initBudget = INITS_PER_S;
+  private initBudgetAt = 0;
+  readonly counters = { direct_up: 0, direct_failed: 0, direct_dropped: 0, direct_closed_idle: 0, direct_intros: 0, direct_asks: 0, direct_revoked: 0, direct_inits_dropped: 0 };
 
   constructor(private o: DirectPathOptions) {
     this.key = loadPrivateKey(generateKeyPair().privateKey);
     this.publicKey = publicKeyOf(this.key);
   }
 
-  /** A CTRL "direct" from the FullVR on our session `via`: start (or redo) the path to that member. */
-  handleIntro(via: number, p: Record<string, unknown>): void {
+  /** A CTRL "direct" from FullVR `viaVr`: start (or redo) the path to that member; for an open path, its renewal. */
+  handleIntro(viaVr: number, p: Record<string, unknown>): void {
     const addrs = Array.isArray(p.addrs) ? p.addrs.filter((a): a is string => typeof a === 'string' && isIP(a) !== 0).slice(0, 2) : [];
     let key: Buffer;
     let ep: { host: string; port: number };
@@ -124,7 +142,12 @@ export class DirectPaths {
     const initiate = p.initiate === true;
     // Already there, or already trying as told (the FullVRs at both ends may both introduce us).
     const same = peer && peer.host === ep.host && peer.port === ep.port;
-    if (same && (peer!.state === 'up' || ((peer!.state === 'connecting' || peer!.state === 'punching') && peer!.initiate === initiate))) return;
+    // (A closing path we send to again is redone: its session is going away.)
+    const renewal = same && (peer!.state === 'up' || (peer!.state === 'closing' && peer!.usedAt <= peer!.since));
+    if (renewal || (same && (peer!.state === 'connecting' || peer!.state === 'punching') && peer!.initiate === initiate)) {
+      peer!.viaVr = viaVr;
+      return;
+    }
     if (!peer) {
       if (this.peers.size >= MAX_PEERS) {
         const oldest = [...this.peers.values()].filter((x) => x.state !== 'up').sort((a, b) => a.usedAt - b.usedAt)[0];
@@ -132,11 +155,11 @@ export class DirectPaths {
         this.forget(oldest);
       }
       const now = monotonicMs();
-      peer = { keyB64, key, addrs, host: ep.host, port: ep.port, via, state: 'idle', session: 0, initiator: null, since: now, upAt: 0, usedAt: now, idleAt: 0, rxData: 0, rxAt: 0, lastRxMs: 0, askedAt: now, failures: 0, initiate, punchTimer: null };
+      peer = { keyB64, key, addrs, host: ep.host, port: ep.port, viaVr, state: 'idle', session: 0, initiator: null, since: now, upAt: 0, usedAt: now, idleAt: 0, rxData: 0, rxAt: 0, lastRxMs: 0, askedAt: now, failures: 0, initiate, punchTimer: null };
       this.peers.set(keyB64, peer);
     }
     this.teardown(peer);
-    Object.assign(peer, { addrs, host: ep.host, port: ep.port, via, since: monotonicMs(), reason: undefined, initiate });
+    Object.assign(peer, { addrs, host: ep.host, port: ep.port, viaVr, since: monotonicMs(), reason: undefined, initiate });
     if (initiate) this.connect(peer);
     else this.punch(peer);
     this.o.onRoutes();
@@ -164,6 +187,21 @@ export class DirectPaths {
 
   /** An INIT on our UDP port: a member we were introduced to, handshaking. */
   handleInit(msg: Buffer, host: string, port: number): boolean {
+    // Only while a peer may handshake with us (introduced: punching; up: it may redo it), and
+    // within the budget: everything else is dropped before any cryptography.
+    let expecting = false;
+    for (const p of this.peers.values()) if (p.state === 'punching' || p.state === 'up') expecting = true;
+    if (!expecting) return false;
+    const now = monotonicMs();
+    if (now - this.initBudgetAt >= 1000) {
+      this.initBudgetAt = now;
+      this.initBudget = INITS_PER_S;
+    }
+    if (this.initBudget <= 0) {
+      this.counters.direct_inits_dropped++;
+      return false;
+    }
+    this.initBudget--;
     let init;
     try {
       init = consumeInit({
@@ -224,6 +262,7 @@ export class DirectPaths {
             break;
           }
           this.o.engine.sendKeepalive(p.session);
+          if (now - p.askedAt >= RENEW_MS) this.ask(p, now);
           const last = Math.max(p.lastRxMs, p.upAt);
           if (now - last > SHORTCUT_SILENCE_MS) {
             this.counters.direct_dropped++;
@@ -237,6 +276,7 @@ export class DirectPaths {
           break;
         }
         case 'closing':
+          if (now - p.askedAt >= RENEW_MS) this.ask(p, now);
           if (now - Math.max(p.since, p.rxAt) >= DRAIN_MS) {
             this.teardown(p);
             p.state = 'idle';
@@ -270,6 +310,11 @@ export class DirectPaths {
 
   stop(): void {
     for (const p of [...this.peers.values()]) this.forget(p);
+  }
+
+  /** The FullVRs that introduced our open paths: a shortcut to one of them is kept while they are (it vouches for the peer). */
+  introducers(): Set<number> {
+    return new Set([...this.peers.values()].filter((p) => p.state === 'up' || p.state === 'closing').map((p) => p.viaVr));
   }
 
   status(): Array<Record<string, unknown>> {
@@ -369,12 +414,17 @@ export class DirectPaths {
     return true;
   }
 
-  /** Ask the FullVR that introduced the peer to introduce us again (our traffic to it resumed). */
+  /**
+   * Ask the FullVR that introduced the peer to introduce us again: our traffic to it resumed,
+   * or the path is open and due for renewal (the key lets the FullVR refuse a peer that is no
+   * longer the member it introduced).
+   */
   private ask(p: Peer, now: number): void {
     p.askedAt = now;
-    // Not sent (that session is gone, or unreachable): retried at the next ASK_MS, and the
-    // FullVR introduces us again anyway when it next forwards between us.
-    if (this.o.control.send(this.o.engine, p.via, { op: 'direct', addr: p.addrs[0] })) this.counters.direct_asks++;
+    // Not sent (no session with that FullVR now, or unreachable): retried at the next turn, and
+    // the FullVR introduces us again anyway when it next forwards between us.
+    const session = this.o.sessionOfVr(p.viaVr);
+    if (session && this.o.control.send(this.o.engine, session, { op: 'direct', addr: p.addrs[0], key: p.keyB64 })) this.counters.direct_asks++;
   }
 
   private stopTrying(p: Peer): void {

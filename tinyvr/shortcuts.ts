@@ -142,6 +142,24 @@ export class Shortcuts {
     this.refreshRoutes();
   }
 
+  /** Our open session with FullVR `vr` over a shortcut, 0 if none. */
+  sessionOf(vr: number): number {
+    const l = this.links.get(vr);
+    return l && (l.state === 'up' || l.state === 'closing') ? l.session : 0;
+  }
+
+  /**
+   * Count these FullVRs' shortcuts as used now: one introduced a direct path we hold, and must
+   * keep us as a member to vouch for its peer (renewals, revocations). Opens them if closed.
+   */
+  keep(vrs: Iterable<number>): void {
+    const now = monotonicMs();
+    for (const vr of vrs) {
+      const l = this.links.get(vr);
+      if (l) l.usedAt = now;
+    }
+  }
+
   /** A handshake answer (RESP) for one of our initiators? */
   handleResp(remoteSenderIndex: number, msg: Buffer): boolean {
     for (const l of this.links.values()) if (l.initiator?.handleResp(remoteSenderIndex, msg)) return true;

@@ -158,6 +158,7 @@ export class TinyVR {
         mode: () => authModeOf(this.join?.auth),
         idleMs,
         onRoutes: () => this.shortcuts?.refreshRoutes(),
+        sessionOfVr: (vr) => (vr === this.homeVr ? this.session : (this.shortcuts?.sessionOf(vr) ?? 0)),
       });
     }
     this.shortcuts = new Shortcuts({
@@ -242,6 +243,7 @@ export class TinyVR {
     this.timers.push(setInterval(() => this.tick(), every));
     this.timers.push(
       setInterval(() => {
+        if (this.direct) this.shortcuts?.keep(this.direct.introducers());
         this.shortcuts?.tick(); // reads the pump's hits for the direct paths' entries too
         this.direct?.tick();
       }, SHORTCUT_KEEPALIVE_MS),
@@ -256,6 +258,8 @@ export class TinyVR {
       return;
     }
     log.error('rejoin refused', { fullvr: this.cfg.fullvr, reason });
+    // No FullVR vouches for us now: our direct paths must not outlive our membership.
+    this.direct?.reset();
   }
 
   private onJoined(s: Established, secondary: boolean): void {
@@ -380,7 +384,7 @@ export class TinyVR {
       } else if (type === MsgType.QUEUE) {
         // CTRL from our FullVR or a shortcut's: an introduction to another member.
         const c = this.control.decode(msg);
-        if (c?.payload.op === 'direct') this.direct?.handleIntro(c.session, c.payload);
+        if (c?.payload.op === 'direct') this.direct?.handleIntro(c.vr, c.payload);
         else if (c?.payload.op === 'direct-revoke') this.direct?.handleRevoke(c.payload);
       }
       else if (type === MsgType.ERROR) {

@@ -10,7 +10,7 @@ import { generateKeyPair } from '../../shared/handshake.js';
 import { generateSigningKey, loadSigningKey } from '../../shared/join-token.js';
 import { signTables } from '../../shared/signed-tables.js';
 import { createLab, labSupport, type Lab } from './topology.js';
-import { CLI, FULLVR_CONTROL, waitFor } from './overlay-harness.js';
+import { CLI, FULLVR_CONTROL, TINYVR_CONTROL, waitFor } from './overlay-harness.js';
 import type { SpawnHandle } from './netns.js';
 
 const support = await labSupport(['ip', 'nft', 'ping', 'curl']);
@@ -58,10 +58,27 @@ describe.skipIf(!support.ok)('authority: networks managed through the CLI, table
       token,
       '--keepalive',
       '2',
+      '--control',
+      TINYVR_CONTROL,
     ]);
     tinyvrs.push(h);
     await h.waitForLog(/ joined /, 15_000);
   };
+  /**
+   * Pings until a1 and b1 have a direct path (the FullVRs introduce members of one network,
+   * and by default they do): removal and isolation must hold on it too, not only at FullVRs.
+   */
+  const directUp = async () =>
+    waitFor(
+      async () => {
+        await lab.ping('a1', '10.2.0.11', { count: 1, waitS: 0.3 });
+        const up = async (vm: string, peer: string) =>
+          JSON.parse((await lab.exec(vm, ['curl', '-sf', `http://${TINYVR_CONTROL}/status`])).stdout).direct.some((d: any) => d.peer.includes(peer) && d.state === 'up');
+        return (await up('a1', '10.2.0.11')) && (await up('b1', '10.1.0.11'));
+      },
+      15_000,
+      200,
+    );
   /** ms until `from` reaches `to` (ok) or stops reaching it (!ok), probing every 50 ms. */
   const until = async (from: string, to: string, ok: boolean, limitMs = 5000) => {
     const t0 = Date.now();
@@ -93,6 +110,8 @@ describe.skipIf(!support.ok)('authority: networks managed through the CLI, table
           privateKey: key.privateKey,
           control: FULLVR_CONTROL,
           keepaliveSeconds: 2,
+          // introduce members to each other: removal and isolation must hold on direct paths too
+          directPaths: true,
           authority: { publicKey: authKey.publicKey, url: SERVER, apiToken: FV_TOKEN, heartbeatSeconds: 1, managed: true },
         }),
       );
@@ -141,6 +160,7 @@ describe.skipIf(!support.ok)('authority: networks managed through the CLI, table
   });
 
   it('splitting them isolates them again within 1 s', async () => {
+    await directUp();
     const t0 = Date.now();
     await cli('net', 'split', '10', '--sites', 'b', '--new-id', '30', '--new-name', 'red2');
     await until('a1', '10.2.0.11', false);
@@ -151,6 +171,7 @@ describe.skipIf(!support.ok)('authority: networks managed through the CLI, table
   it('a host that leaves is cut off within 1 s, and its rejoin is refused', async () => {
     await cli('net', 'merge', '10', '30');
     await until('a1', '10.2.0.11', true);
+    await directUp();
     const t0 = Date.now();
     await cli('host', 'leave', '10', '10.2.0.11');
     await until('a1', '10.2.0.11', false);

@@ -126,4 +126,30 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
     await ov.openDirect('a1', 'b2', 30_000);
     console.log(`a1 <-> b2 direct path open again ${Date.now() - t0} ms after traffic resumed`);
   }, 60_000);
+
+  it('a path in use outlives the renewal period and the shortcut idle time: renewed with its introducer, never revoked', async () => {
+    // Only FullVR a can introduce a1 and b1 now: a1 has no shortcuts (its traffic crosses both
+    // FullVRs), b1 reaches a1 over its shortcut to FullVR a, which it closes after 2 s unused.
+    // Its traffic then takes the direct path, but that shortcut must stay: FullVR a vouches for
+    // a1 to b1 at each renewal (every 10 s) and would revoke the path once b1 is gone there.
+    await ov.restartTinyvr('a1', 'a', 1, ['--no-shortcuts']);
+    await ov.restartTinyvr('b1', 'b', 1, ['--shortcut-idle', '2']);
+    await ov.openDirect('b1', 'a1', 20_000);
+    const counters = async () => ({ a1: (await ov.tinyvrStatus('a1')).counters, b1: (await ov.tinyvrStatus('b1')).counters });
+    const revocations = async () => (await ov.fullvrStatus('a')).counters.direct_revocations as number;
+    const before = await counters();
+    const revokedBefore = await revocations();
+    const p = await lab.ping('a1', '10.2.0.11', { count: 65, interval: 0.2 });
+    expect(p.received).toBe(65);
+    const after = await counters();
+    for (const vm of ['a1', 'b1'] as const) {
+      expect(after[vm].direct_up).toBe(before[vm].direct_up);
+      expect(after[vm].direct_dropped).toBe(before[vm].direct_dropped);
+      expect(after[vm].direct_revoked).toBe(before[vm].direct_revoked);
+    }
+    expect(after.b1.direct_asks).toBeGreaterThan(before.b1.direct_asks);
+    expect(await revocations()).toBe(revokedBefore);
+    expect((await directTo('b1', '10.1.0.11')).state).toBe('up');
+    expect((await ov.tinyvrStatus('b1')).shortcuts.find((s: any) => s.vr === 1)?.state).toBe('up');
+  }, 90_000);
 });

@@ -191,6 +191,13 @@ export class Overlay {
     return h;
   }
 
+  /** Stop VM `vm`'s TinyVR (if one runs) and start it again with these options. */
+  async restartTinyvr(vm: string, site: string, network: number, extra: string[] = []): Promise<SpawnHandle> {
+    await this.tinyvrs.get(vm)?.kill('SIGTERM', 3000);
+    this.tinyvrs.delete(vm);
+    return this.startTinyvr(vm, site, network, extra);
+  }
+
   async status(node: string, control = FULLVR_CONTROL): Promise<any> {
     const r = await this.lab.exec(node, ['curl', '-sf', '--max-time', '3', `http://${control}/status`]);
     return JSON.parse(r.stdout);

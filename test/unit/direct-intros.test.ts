@@ -1,8 +1,8 @@
 // Direct-path introductions at the FullVR (fullvr/direct-intros.ts): who is introduced to
 // whom, with which role, and how often. The lab test (test/lab/direct.test.ts) proves the
 // whole path on real packets; this pins the rules.
-import { describe, expect, it } from 'vitest';
-import { DirectIntros, INTRO_EVERY_MS } from '../../fullvr/direct-intros.js';
+import { describe, expect, it, vi } from 'vitest';
+import { DirectIntros, INTRO_EVERY_MS, REVOKE_AT_MS } from '../../fullvr/direct-intros.js';
 import type { Member, Members } from '../../fullvr/members.js';
 
 function setup() {
@@ -79,5 +79,47 @@ describe('direct-path introductions', () => {
     intros.asked(5, '10.9.9.9');
     intros.asked(5, 42);
     expect(sent).toEqual([]);
+  });
+
+  it('a revocation is sent again at REVOKE_AT_MS, each time to the session the member holds then (it may be rejoining)', () => {
+    vi.useFakeTimers();
+    try {
+      const { intros, sent, list } = setup();
+      intros.forwarded(5, 9);
+      intros.flush();
+      sent.length = 0;
+      list.splice(1, 1); // 9 removed
+      intros.revoke(9);
+      const revoke = { op: 'direct-revoke', key: 'A'.repeat(43) + '=' };
+      expect(sent).toEqual([[5, revoke]]);
+      list[0] = { ...list[0]!, session: 6 }; // 5 rejoined as 6 (same key): later sends go there
+      vi.advanceTimersByTime(REVOKE_AT_MS[1]!);
+      expect(sent).toEqual([[5, revoke], [6, revoke]]);
+      list[0] = { ...list[0]!, directKey: 'E'.repeat(43) + '=' }; // 6 is now another TinyVR: it never knew 9
+      vi.advanceTimersByTime(REVOKE_AT_MS.at(-1)!);
+      expect(sent).toHaveLength(2);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a renewal (ask with the peer key) is answered with an introduction while that peer is the member, else with a revocation', () => {
+    const { intros, sent, list, tick } = setup();
+    const keyA = 'A'.repeat(43) + '=';
+    intros.asked(5, '10.2.0.11', keyA);
+    expect(sent.map(([s, p]) => [s, p.op])).toEqual([[5, 'direct'], [9, 'direct']]);
+    sent.length = 0;
+    tick(INTRO_EVERY_MS);
+    list[1] = { ...list[1]!, directKey: 'F'.repeat(43) + '=' }; // 10.2.0.11 restarted: another key
+    intros.asked(5, '10.2.0.11', keyA);
+    expect(sent[0]).toEqual([5, { op: 'direct-revoke', key: keyA }]);
+    // (roles by key: 'B…' < 'F…', so 5 initiates now and 9 is told first)
+    expect(sent.slice(1).map(([s, p]) => [s, p.op, p.key])).toEqual([[9, 'direct', 'B'.repeat(43) + '='], [5, 'direct', 'F'.repeat(43) + '=']]);
+    sent.length = 0;
+    list.splice(1, 1); // 10.2.0.11 left: the renewal meets a revocation, nothing else
+    intros.asked(5, '10.2.0.11', 'F'.repeat(43) + '=');
+    expect(sent).toEqual([[5, { op: 'direct-revoke', key: 'F'.repeat(43) + '=' }]]);
+    intros.asked(77, '10.2.0.11', keyA); // not a member: no answer at all
+    expect(sent).toHaveLength(1);
   });
 });

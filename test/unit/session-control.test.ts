@@ -31,4 +31,11 @@ describe('session control messages (CTRL)', () => {
     expect(b.decode(randomBytes(10))).toBeNull();
     expect(a.encode(99, {})).toBeNull();
   });
+
+  it('a burst of messages (thousands within a millisecond) all decode, in order: the counter never steps back', () => {
+    const ms = Array.from({ length: 3000 }, (_, i) => a.encode(5, { op: 'host', n: i })!);
+    const counters = ms.map((m) => m.readBigUInt64BE(16));
+    expect(counters.every((c, i) => i === 0 || c > counters[i - 1]!)).toBe(true);
+    expect(ms.filter((m) => b.decode(m) !== null)).toHaveLength(3000);
+  });
 });
