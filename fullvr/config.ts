@@ -105,10 +105,11 @@ export const FullvrConfigSchema = z.strictObject({
   // members on a shortcut), introduce them to each other so they open a session straight
   // between them through their NATs and leave every FullVR off their path (less latency and
   // CPU; we no longer see or police that traffic, the members check each other's sources).
-  // Members that cannot reach each other keep using us. Off by default for now: removing a
-  // member (or splitting its network) revokes its direct paths, but that revocation is not
-  // yet reliable under load (README, Direct paths), so the operator opts in.
-  directPaths: z.boolean().default(false),
+  // Members that cannot reach each other keep using us. Removing a member (or moving it to
+  // another network) revokes its direct paths at once, and members renew each path with us
+  // every 10 s, so a lost revocation holds at the next renewal. false: all traffic of our
+  // members crosses a FullVR (e.g. where one must log or police it).
+  directPaths: z.boolean().default(true),
   // the download server ("ViNe Authority") this FullVR trusts and reports to
   authority: z
     .strictObject({
