@@ -16,14 +16,23 @@
 // is lost, each time to the session the member holds then: it may be rejoining) and drops the
 // path, so removal and isolation hold on direct paths too. A member also renews each open
 // path every 10 s (CTRL "direct" with the peer's address and key): we answer with a new
-// introduction while that peer is still the member we introduced, else with a revocation, so
-// a revocation that never arrived holds at the next renewal.
+// introduction while that peer is a member here, and with a revocation if we revoked that
+// key (kept REVOKED_KEEP_MS) or the authority lists its address as removed from the network,
+// so a revocation that never arrived holds at the next renewal.
+//
+// Only a departure that ends membership revokes: removal, a move, a replacement by another
+// key, a member of ours gone silent. A peer's member on a shortcut that merely went idle here
+// (its TinyVR closed the shortcut: its traffic takes the direct path now) is still a member
+// at its own FullVR; its pairs are forgotten, not revoked.
 import { log } from '../shared/log.js';
 import type { Member, Members } from './members.js';
 
 export const INTRO_EVERY_MS = 5000;
 /** A revocation is sent at these delays (ms): a lost one must not keep a path open. */
 export const REVOKE_AT_MS = [0, 300, 1000, 3000];
+/** A revoked key is answered with a revocation this long (renewals come every 10 s). */
+export const REVOKED_KEEP_MS = 10 * 60_000;
+const REVOKED_MAX = 4096;
 
 interface Introduced {
   net: number;
@@ -48,6 +57,8 @@ export class DirectIntros {
   private last = new Map<number, number>();
   /** pairs introduced (pairKey -> who), for revocation */
   private introduced = new Map<number, Introduced>();
+  /** keys revoked (network|key -> when), answered with a revocation when a member renews a path to one */
+  private revoked = new Map<string, number>();
   revocations = 0;
   /** pairs the datapath reported since the last flush (initiator, responder) */
   private pending: Array<[number, number]> = [];
@@ -76,11 +87,22 @@ export class DirectIntros {
     const m = this.o.members.get(from);
     if (!m || typeof addr !== 'string') return;
     const to = this.o.members.byAddr(m.network, addr);
-    if (typeof key === 'string' && to?.directKey !== key) {
+    // Revoked here, or removed by an operator (the authority tells every FullVR of the network,
+    // also one that no longer held it): the asker must drop its path.
+    if (typeof key === 'string' && to?.directKey !== key && (this.wasRevoked(m.network, key) || this.o.members.hasLeft(m.network, addr))) {
       this.revocations++;
       this.o.send(from, { op: 'direct-revoke', key });
     }
     if (to) this.introduce(m, to);
+  }
+
+  /**
+   * Member `session` is gone here without leaving its network (a peer's member whose shortcut
+   * went idle): its pairs are forgotten, their paths stand.
+   */
+  forget(session: number): void {
+    for (const k of this.last.keys()) if (involves(k, session)) this.last.delete(k);
+    for (const [k, x] of this.introduced) if (x.a === session || x.b === session) this.introduced.delete(k);
   }
 
   flush(): void {
@@ -99,7 +121,7 @@ export class DirectIntros {
    * drops that path. Call before its session index can be reused.
    */
   revoke(session: number): void {
-    for (const k of this.last.keys()) if (Math.floor(k / 65536) === session || k % 65536 === session) this.last.delete(k);
+    for (const k of this.last.keys()) if (involves(k, session)) this.last.delete(k);
     for (const [k, x] of this.introduced) {
       if (x.a !== session && x.b !== session) continue;
       this.introduced.delete(k);
@@ -111,6 +133,7 @@ export class DirectIntros {
         continue;
       }
       this.revocations++;
+      this.remember(x.net, goneKey);
       log.info('direct path revoked', { member: otherAddr, peer: goneAddr, reason: 'its peer left or moved' });
       for (const ms of REVOKE_AT_MS) {
         const send = () => {
@@ -143,9 +166,29 @@ export class DirectIntros {
     log.info('direct path introduced', { network: a.network, initiator: ini.address, responder: resp.address });
   }
 
+  private remember(net: number, key: string): void {
+    const now = this.now();
+    this.revoked.delete(`${net}|${key}`);
+    this.revoked.set(`${net}|${key}`, now);
+    // Oldest first (insertion order): drop what expired, and the oldest beyond the cap.
+    for (const [k, t] of this.revoked) {
+      if (now - t <= REVOKED_KEEP_MS && this.revoked.size <= REVOKED_MAX) break;
+      this.revoked.delete(k);
+    }
+  }
+
+  private wasRevoked(net: number, key: string): boolean {
+    const t = this.revoked.get(`${net}|${key}`);
+    return t !== undefined && this.now() - t <= REVOKED_KEEP_MS;
+  }
+
   private now(): number {
     return this.o.now ? this.o.now() : Date.now();
   }
+}
+
+function involves(pair: number, session: number): boolean {
+  return Math.floor(pair / 65536) === session || pair % 65536 === session;
 }
 
 /** One number per unordered pair of session indices (< 65536 each). */

@@ -468,9 +468,11 @@ export class FullVR {
     this.tables.setGndt(id, [...n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })), ...hosts]);
   }
 
-  private dropMemberSession(index: number): void {
+  /** revoke: its direct paths end (it left its network, or may have); false: only forgotten here. */
+  private dropMemberSession(index: number, revoke = true): void {
     this.control.unregister(index);
-    this.intros?.revoke(index);
+    if (revoke) this.intros?.revoke(index);
+    else this.intros?.forget(index);
     this.engine.deleteSession(index);
     this.datapath.setSessionKind(index, SessionKind.NONE);
     this.indices.release(index);
@@ -486,7 +488,9 @@ export class FullVR {
       const last = Math.max(info?.lastRxMs ?? 0, now - (Date.now() - m.joinedAt));
       if (now - last > limit) {
         this.members.forget(m.session);
-        this.dropMemberSession(m.session);
+        // A peer's member idle on its shortcut is still a member of its network (its own
+        // FullVR holds it): its direct paths stand. Ours gone silent has lapsed.
+        this.dropMemberSession(m.session, !m.shortcut);
         this.counters.members_expired++;
         log.info('member expired', { address: m.address, network: m.network, silentMs: now - last });
       }

@@ -86,6 +86,11 @@ export class Members {
     return this.byAddress.get(key(network, address));
   }
 
+  /** An operator removed `address` from `network` (the authority's tables say so). */
+  hasLeft(network: number, address: string): boolean {
+    return this.left.has(key(network, address));
+  }
+
   /**
    * Decide whether a join is admitted and with which address. Pure check: nothing is
    * recorded until commit(), so a refused join changes no state.

@@ -30,6 +30,9 @@
  * entry's hits count the packet: that is how the TinyVR sees which shortcuts are wanted
  * (opened on demand, closed when idle). A handful of sites and peers, so a linear scan. */
 enum { TV_SC_COUNT = 4, TV_SC_BASE = 8, TV_SC_FIELDS = 9, TV_SC_HITS = 7, TV_SC_FLAGS = 8, TV_SC_MAX = 32 };
+/* Entries that may match one address and count it: a direct path's host route, a shortcut's
+ * site route, a wider route (more would be a configuration no router offers). */
+#define TV_SC_MAX_MATCHES 4
 enum { TV_SC_DIRECT = 1, TV_SC_RXONLY = 2 /* closing: still receives (source check), no longer sent to */ };
 
 typedef struct {
@@ -41,7 +44,8 @@ typedef struct {
   int last_v;
   uint8_t last_dst[16];
   int32_t last;
-  int32_t *last_hits; /* the matching entry's hits, NULL: none matched */
+  int last_nhits;
+  int32_t *last_hits[TV_SC_MAX_MATCHES]; /* the matching entries' hit counters */
 } tv_shortcuts;
 
 static int prefix_match(const uint8_t *a, const uint8_t *prefix, int bits) {
@@ -50,27 +54,36 @@ static int prefix_match(const uint8_t *a, const uint8_t *prefix, int bits) {
   return rest == 0 || ((a[full] ^ prefix[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
 }
 
-/* The session for a packet: the longest matching shortcut's if it is open, else `session`. */
+/* The session for a packet: the longest matching entry that sends (an open shortcut or direct
+ * path, not one that only receives while it closes), else `session` (our FullVR). The entry
+ * it is sent by counts it, and so does every more specific one that does not send: a
+ * direct path not open counts the demand that asks for it again, a shortcut not open the
+ * demand that opens it (also when a direct path to that host is not open). */
 static int32_t shortcut_session(tv_shortcuts *sc, const uint8_t *p, int32_t len, int32_t session) {
-  int v = p[0] >> 4, best = -1;
+  int v = p[0] >> 4;
   if (v == 4 ? len < 20 : v != 6 || len < 40) return session;
   const uint8_t *dst = v == 4 ? p + 16 : p + 24;
   size_t alen = v == 4 ? 4 : 16;
   if (sc->last_v != v || memcmp(sc->last_dst, dst, alen) != 0) {
-    int32_t *hit = NULL, to = session;
+    int32_t to = session, *match[TV_SC_MAX_MATCHES];
+    int bits_of[TV_SC_MAX_MATCHES], n = 0, best_tx = -1;
     for (int i = 0; i < sc->n; i++) {
       int32_t *r = sc->cfg + TV_SC_BASE + i * TV_SC_FIELDS;
       int bits = r[2];
-      if (r[1] != v || bits <= best || bits < 0 || bits > (v == 4 ? 32 : 128)) continue;
-      if (prefix_match(dst, (const uint8_t *)(r + 3), bits))
-        best = bits, hit = r + TV_SC_HITS, to = r[0] > 0 && !(r[TV_SC_FLAGS] & TV_SC_RXONLY) ? r[0] : session;
+      if (r[1] != v || bits < 0 || bits > (v == 4 ? 32 : 128)) continue;
+      if (!prefix_match(dst, (const uint8_t *)(r + 3), bits)) continue;
+      if (n < TV_SC_MAX_MATCHES) match[n] = r + TV_SC_HITS, bits_of[n++] = bits;
+      if (r[0] > 0 && !(r[TV_SC_FLAGS] & TV_SC_RXONLY) && bits > best_tx) best_tx = bits, to = r[0];
     }
+    sc->last_nhits = 0;
+    for (int i = 0; i < n; i++)
+      if (bits_of[i] >= best_tx) sc->last_hits[sc->last_nhits++] = match[i];
     sc->last_v = v;
     memcpy(sc->last_dst, dst, alen);
     sc->last = to;
-    sc->last_hits = hit;
   }
-  if (sc->last_hits) *sc->last_hits = (int32_t)((uint32_t)*sc->last_hits + 1u); /* wraps; JS looks for a change */
+  for (int i = 0; i < sc->last_nhits; i++) /* wraps; JS looks for a change */
+    *sc->last_hits[i] = (int32_t)((uint32_t)*sc->last_hits[i] + 1u);
   return sc->last;
 }
 

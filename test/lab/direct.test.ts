@@ -97,9 +97,11 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
       back = await waitFor(async () => (await lab.ping('a1', '10.2.0.11', { count: 1, waitS: 0.3 })).ok && (await directTo('a1', '10.2.0.11')).state !== 'up', 15_000, 100).then(() => Date.now() - cutAt);
       console.log(`path a1 <-> b1 cut: replies again (over the FullVR path) after ${back} ms`);
       expect(back).toBeLessThan(8000);
-      const before = await rx('b');
+      // (through FullVR b on a1's shortcut, or FullVR a holding b1 on b1's shortcut)
+      const fullvrRx = async () => (await rx('a')) + (await rx('b'));
+      const before = await fullvrRx();
       expect((await lab.ping('a1', '10.2.0.11', { count: 10, interval: 0.05 })).ok).toBe(true);
-      expect((await rx('b')) - before).toBeGreaterThanOrEqual(10);
+      expect((await fullvrRx()) - before).toBeGreaterThanOrEqual(10);
     } finally {
       await lab.exec('inet', ['nft', 'delete', 'table', 'inet', table], { check: false });
     }
@@ -151,5 +153,37 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
     expect(await revocations()).toBe(revokedBefore);
     expect((await directTo('b1', '10.1.0.11')).state).toBe('up');
     expect((await ov.tinyvrStatus('b1')).shortcuts.find((s: any) => s.vr === 1)?.state).toBe('up');
+  }, 90_000);
+
+  it('members that close idle shortcuts keep a path in use: no revocation, no new handshake (an idle shortcut member is let go, not revoked)', async () => {
+    // Fresh TinyVRs on both ends, both closing shortcuts idle for 2 s. a1's first packets
+    // cross both FullVRs, then a1's shortcut to FullVR b and b1's to FullVR a open, and either
+    // FullVR (usually both) introduces them. Once the path is up their traffic leaves the
+    // shortcuts, which close (except one to the FullVR a member renews with); the FullVR at
+    // the other end of a closed one lets that member go: forgotten, not revoked (it is still
+    // a member of the network at its own FullVR).
+    await ov.restartTinyvr('a1', 'a', 1, ['--shortcut-idle', '2']);
+    await ov.restartTinyvr('b1', 'b', 1, ['--shortcut-idle', '2']);
+    await ov.openDirect('a1', 'b1', 20_000);
+    const counters = async () => ({ a1: (await ov.tinyvrStatus('a1')).counters, b1: (await ov.tinyvrStatus('b1')).counters });
+    const fullvrs = async () => {
+      const [a, b] = [(await ov.fullvrStatus('a')).counters, (await ov.fullvrStatus('b')).counters];
+      return { revocations: a.direct_revocations + b.direct_revocations, expired: a.members_expired + b.members_expired };
+    };
+    const before = await counters();
+    const f0 = await fullvrs();
+    const p = await lab.ping('a1', '10.2.0.11', { count: 100, interval: 0.2 });
+    expect(p.received).toBe(100);
+    const after = await counters();
+    for (const vm of ['a1', 'b1'] as const) {
+      expect(after[vm].direct_up).toBe(before[vm].direct_up);
+      expect(after[vm].direct_revoked).toBe(before[vm].direct_revoked);
+    }
+    const f1 = await fullvrs();
+    console.log(`20 s over the direct path: shortcut members let go ${f1.expired - f0.expired}, revocations ${f1.revocations - f0.revocations}`);
+    // (Whether a FullVR that introduced them is among those letting a member go depends on
+    // timing; test/unit/direct-intros.test.ts pins that rule.)
+    expect(f1.revocations).toBe(f0.revocations);
+    expect((await directTo('a1', '10.2.0.11')).state).toBe('up');
   }, 90_000);
 });

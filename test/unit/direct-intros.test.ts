@@ -2,7 +2,7 @@
 // whom, with which role, and how often. The lab test (test/lab/direct.test.ts) proves the
 // whole path on real packets; this pins the rules.
 import { describe, expect, it, vi } from 'vitest';
-import { DirectIntros, INTRO_EVERY_MS, REVOKE_AT_MS } from '../../fullvr/direct-intros.js';
+import { DirectIntros, INTRO_EVERY_MS, REVOKE_AT_MS, REVOKED_KEEP_MS } from '../../fullvr/direct-intros.js';
 import type { Member, Members } from '../../fullvr/members.js';
 
 function setup() {
@@ -15,11 +15,13 @@ function setup() {
   const members = {
     get: (s: number) => list.find((m) => m.session === s),
     byAddr: (n: number, a: string) => list.find((m) => m.network === n && m.addresses.includes(a)),
+    hasLeft: (n: number, a: string) => left.has(`${n}|${a}`),
   } as unknown as Members;
+  const left = new Set<string>();
   const sent: Array<[number, Record<string, unknown>]> = [];
   let now = 1_000_000;
   const intros = new DirectIntros({ members, send: (s, p) => (sent.push([s, p]), true), now: () => now });
-  return { intros, sent, list, tick: (ms: number) => (now += ms) };
+  return { intros, sent, list, left, tick: (ms: number) => (now += ms) };
 }
 
 describe('direct-path introductions', () => {
@@ -103,23 +105,54 @@ describe('direct-path introductions', () => {
     }
   });
 
-  it('a renewal (ask with the peer key) is answered with an introduction while that peer is the member, else with a revocation', () => {
+  it('a renewal (ask with the peer key) is answered with an introduction while the peer is a member, with a revocation once we revoked that key', () => {
     const { intros, sent, list, tick } = setup();
     const keyA = 'A'.repeat(43) + '=';
+    const keyF = 'F'.repeat(43) + '=';
     intros.asked(5, '10.2.0.11', keyA);
     expect(sent.map(([s, p]) => [s, p.op])).toEqual([[5, 'direct'], [9, 'direct']]);
     sent.length = 0;
     tick(INTRO_EVERY_MS);
-    list[1] = { ...list[1]!, directKey: 'F'.repeat(43) + '=' }; // 10.2.0.11 restarted: another key
+    // 10.2.0.11 restarted elsewhere (another key; we never revoked A): introduced anew, the new
+    // introduction replaces the old path at the asker. (Roles by key: 'B…' < 'F…', 9 is told first.)
+    list[1] = { ...list[1]!, directKey: keyF };
     intros.asked(5, '10.2.0.11', keyA);
-    expect(sent[0]).toEqual([5, { op: 'direct-revoke', key: keyA }]);
-    // (roles by key: 'B…' < 'F…', so 5 initiates now and 9 is told first)
-    expect(sent.slice(1).map(([s, p]) => [s, p.op, p.key])).toEqual([[9, 'direct', 'B'.repeat(43) + '='], [5, 'direct', 'F'.repeat(43) + '=']]);
+    expect(sent.map(([s, p]) => [s, p.op, p.key])).toEqual([[9, 'direct', 'B'.repeat(43) + '='], [5, 'direct', keyF]]);
     sent.length = 0;
-    list.splice(1, 1); // 10.2.0.11 left: the renewal meets a revocation, nothing else
-    intros.asked(5, '10.2.0.11', 'F'.repeat(43) + '=');
-    expect(sent).toEqual([[5, { op: 'direct-revoke', key: 'F'.repeat(43) + '=' }]]);
-    intros.asked(77, '10.2.0.11', keyA); // not a member: no answer at all
+    // 10.2.0.11 removed here: revoked at once, and a renewal of a path to it later (the
+    // revocation may have been lost) is answered with a revocation too, and nothing else.
+    list.splice(1, 1);
+    intros.revoke(9);
+    expect(sent).toEqual([[5, { op: 'direct-revoke', key: keyF }]]);
+    sent.length = 0;
+    tick(60_000);
+    intros.asked(5, '10.2.0.11', keyF);
+    expect(sent).toEqual([[5, { op: 'direct-revoke', key: keyF }]]);
+    tick(REVOKED_KEEP_MS);
+    intros.asked(5, '10.2.0.11', keyF); // long forgotten: no answer
+    intros.asked(77, '10.2.0.11', keyF); // not a member: no answer at all
+    expect(sent).toHaveLength(1);
+  });
+
+  it("a peer's member whose shortcut went idle here is forgotten, not revoked: its paths stand, renewals get no revocation", () => {
+    const { intros, sent, list } = setup();
+    intros.forwarded(5, 9);
+    intros.flush();
+    sent.length = 0;
+    list.splice(1, 1); // 9 (a shortcut member) expired here
+    intros.forget(9);
+    intros.asked(5, '10.2.0.11', 'A'.repeat(43) + '=');
+    expect(sent).toEqual([]);
+    expect(intros.revocations).toBe(0);
+  });
+
+  it('a renewal of a path to a host the authority lists as removed is answered with a revocation, even by a FullVR that no longer held it', () => {
+    const { intros, sent, list, left } = setup();
+    list.splice(1, 1); // 10.2.0.11 is not (or no longer) a member here
+    left.add('1|10.2.0.11');
+    intros.asked(5, '10.2.0.11', 'A'.repeat(43) + '=');
+    expect(sent).toEqual([[5, { op: 'direct-revoke', key: 'A'.repeat(43) + '=' }]]);
+    intros.asked(12, '10.2.0.11', 'A'.repeat(43) + '='); // asked from network 2: removed from 1 only
     expect(sent).toHaveLength(1);
   });
 });

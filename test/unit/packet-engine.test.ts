@@ -1116,6 +1116,42 @@ describe.skipIf(!isRoot)('TUN (root)', () => {
         expect(ours(got2.find((d) => ours(d))!)!.ridx).toBe(9); // the shortcut's session
         expect(got.filter((d) => ours(d))).toEqual([]);
         expect(cfg[at + SC_HITS]).toBeGreaterThan(hits);
+
+        // A more specific entry that does not send (a direct path not open: session 0; one
+        // closing: RXONLY) leaves its packets to the open shortcut covering it, and both count
+        // them (the direct path's demand; the shortcut is in use).
+        cfg[at + 2] = 24; // the shortcut: the peer's /24
+        const at2 = SC_BASE + SC_FIELDS;
+        cfg[at2] = 0;
+        cfg[at2 + 1] = 4;
+        cfg[at2 + 2] = 32;
+        new Uint8Array(cfg.buffer, (at2 + 3) * 4, 16).set([...peer.split('.').map(Number), ...new Array(12).fill(0)]);
+        cfg[at2 + SC_HITS] = 0;
+        cfg[at2 + SC_FLAGS] = 0;
+        cfg[SC_COUNT] = 2;
+        for (const [session, flags] of [[0, 0], [4, SC_DIRECT | SC_RXONLY]] as const) {
+          cfg[at2] = session;
+          cfg[at2 + SC_FLAGS] = flags;
+          const h = [cfg[at + SC_HITS]!, cfg[at2 + SC_HITS]!];
+          got.length = 0;
+          got2.length = 0;
+          await send(randomBytes(100));
+          await waitUntil(() => got2.some((d) => ours(d)));
+          expect(got.filter((d) => ours(d))).toEqual([]);
+          expect(cfg[at + SC_HITS]).toBeGreaterThan(h[0]!);
+          expect(cfg[at2 + SC_HITS]).toBeGreaterThan(h[1]!);
+        }
+        // Open (session 4, DIRECT): the /32 takes them, and only it counts them.
+        cfg[at2 + SC_FLAGS] = SC_DIRECT;
+        const wide = cfg[at + SC_HITS]!;
+        got.length = 0;
+        got2.length = 0;
+        await send(randomBytes(100));
+        await waitUntil(() => got.some((d) => ours(d)));
+        expect(ours(got.find((d) => ours(d))!)!.ridx).toBe(8);
+        expect(got2.filter((d) => ours(d))).toEqual([]);
+        expect(cfg[at + SC_HITS]).toBe(wide);
+        cfg[SC_COUNT] = 1;
       } finally {
         sniff2.close();
       }
