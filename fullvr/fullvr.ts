@@ -68,7 +68,7 @@ export class FullVR {
   private guard = new InitReplayGuard();
   private errorBudget = 100;
   private refusals: Record<string, number> = {};
-  private counters = { ctrl_rejected: 0, host_routes: 0, tables_applied: 0, tables_rejected: 0, joins: 0, shortcut_joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, errors_sent: 0 };
+  private counters = { ctrl_rejected: 0, host_routes: 0, tables_applied: 0, tables_rejected: 0, joins: 0, shortcut_joins: 0, joins_refused: 0, handshakes_failed: 0, members_expired: 0, members_left: 0, errors_sent: 0 };
   private readonly mtu: number;
   private peerMode: AuthMode;
   private readonly networks = new Map<number, FullvrConfig['networks'][number]>();
@@ -333,6 +333,7 @@ export class FullVR {
         else if (this.datapath.sessionKind[c.session] === SessionKind.MEMBER) {
           // A member asking to be introduced again to a peer it knew (its NAT mapping expired).
           if (c.payload.op === 'direct') this.intros?.asked(c.session, c.payload.addr, c.payload.key);
+          else if (c.payload.op === 'bye') this.memberLeft(c.session);
         } else this.onPeerControl(c.vr, c.payload);
         break;
       }
@@ -495,6 +496,20 @@ export class FullVR {
         log.info('member expired', { address: m.address, network: m.network, silentMs: now - last });
       }
     }
+  }
+
+  /**
+   * A member stopping said so (CTRL "bye" on its session): drop it now rather than after its
+   * silence, so nothing more is sent into a session that is gone, and its direct paths are
+   * revoked at once (its peers stop sending to it instead of noticing its silence).
+   */
+  private memberLeft(session: number): void {
+    const m = this.members.get(session);
+    if (!m) return;
+    this.members.forget(session);
+    this.dropMemberSession(session);
+    this.counters.members_left++;
+    log.info('member left', { address: m.address, network: m.network, shortcut: m.shortcut ? true : undefined });
   }
 
   /** Tell a sender (rate-limited, unauthenticated) that we do not know its session, so it re-handshakes. */

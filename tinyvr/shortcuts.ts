@@ -142,6 +142,11 @@ export class Shortcuts {
     this.refreshRoutes();
   }
 
+  /** Our sessions with other FullVRs (open or closing shortcuts). */
+  sessions(): number[] {
+    return [...this.links.values()].filter((l) => l.state === 'up' || l.state === 'closing').map((l) => l.session);
+  }
+
   /** Our open session with FullVR `vr` over a shortcut, 0 if none. */
   sessionOf(vr: number): number {
     const l = this.links.get(vr);

@@ -464,6 +464,9 @@ export class TinyVR {
     for (const t of this.timers) clearInterval(t);
     this.initiator?.stop();
     this.secondaryInitiator?.stop();
+    // Tell the FullVRs we hold sessions with that we are going (authenticated, on each
+    // session): they drop us now instead of after our silence, and revoke our direct paths.
+    if (this.engine) for (const s of [this.session, ...(this.shortcuts?.sessions() ?? [])]) if (s) this.control.send(this.engine, s, { op: 'bye' });
     this.shortcuts?.stop();
     this.direct?.stop();
     this.statusServer?.close();

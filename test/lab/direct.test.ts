@@ -186,4 +186,19 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
     expect(f1.revocations).toBe(f0.revocations);
     expect((await directTo('a1', '10.2.0.11')).state).toBe('up');
   }, 90_000);
+
+  it('a TinyVR that stops says so: its FullVRs drop it at once and its peer drops the direct path (not after 3 s of silence)', async () => {
+    await ov.openDirect('a1', 'b1');
+    const left = async () => (await ov.fullvrStatus('a')).counters.members_left + (await ov.fullvrStatus('b')).counters.members_left;
+    const left0 = await left();
+    const t0 = Date.now();
+    await ov.stopTinyvr('a1');
+    await waitFor(async () => !(await directTo('b1', '10.1.0.11')) || (await directTo('b1', '10.1.0.11')).state !== 'up', 5000, 50);
+    const ms = Date.now() - t0;
+    console.log(`a1 stopped: b1 dropped its direct path ${ms} ms after SIGTERM`);
+    expect(ms).toBeLessThan(2000);
+    expect((await ov.tinyvrStatus('b1')).counters.direct_revoked).toBeGreaterThanOrEqual(1);
+    expect(await left()).toBeGreaterThan(left0); // its own FullVR, and any it had a shortcut to
+    expect((await ov.fullvrStatus('a')).members.some((m: any) => m.address === '10.1.0.11')).toBe(false);
+  }, 30_000);
 });

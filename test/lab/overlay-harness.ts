@@ -191,10 +191,15 @@ export class Overlay {
     return h;
   }
 
-  /** Stop VM `vm`'s TinyVR (if one runs) and start it again with these options. */
-  async restartTinyvr(vm: string, site: string, network: number, extra: string[] = []): Promise<SpawnHandle> {
+  /** Stop VM `vm`'s TinyVR (SIGTERM: it leaves cleanly), if one runs. */
+  async stopTinyvr(vm: string): Promise<void> {
     await this.tinyvrs.get(vm)?.kill('SIGTERM', 3000);
     this.tinyvrs.delete(vm);
+  }
+
+  /** Stop VM `vm`'s TinyVR (if one runs) and start it again with these options. */
+  async restartTinyvr(vm: string, site: string, network: number, extra: string[] = []): Promise<SpawnHandle> {
+    await this.stopTinyvr(vm);
     return this.startTinyvr(vm, site, network, extra);
   }
 
