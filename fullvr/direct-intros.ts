@@ -101,7 +101,7 @@ export class DirectIntros {
    * went idle): its pairs are forgotten, their paths stand.
    */
   forget(session: number): void {
-    for (const k of this.last.keys()) if (involves(k, session)) this.last.delete(k);
+    this.forgetTimes(session);
     for (const [k, x] of this.introduced) if (x.a === session || x.b === session) this.introduced.delete(k);
   }
 
@@ -121,14 +121,14 @@ export class DirectIntros {
    * drops that path. Call before its session index can be reused.
    */
   revoke(session: number): void {
-    for (const k of this.last.keys()) if (involves(k, session)) this.last.delete(k);
+    this.forgetTimes(session);
     for (const [k, x] of this.introduced) {
       if (x.a !== session && x.b !== session) continue;
       this.introduced.delete(k);
       const [otherAddr, otherKey, goneKey, goneAddr] = x.a === session ? [x.bAddr, x.bKey, x.aKey, x.aAddr] : [x.aAddr, x.aKey, x.bKey, x.bAddr];
       // The same TinyVR rejoined on a new session (same key, same network): the path stands.
       const now = this.o.members.byAddr(x.net, goneAddr);
-      if (now && now.session !== session && now.directKey === goneKey && now.network === x.net) {
+      if (now && now.session !== session && now.directKey === goneKey) {
         this.introduced.set(pairKey(now.session, x.a === session ? x.b : x.a), x.a === session ? { ...x, a: now.session } : { ...x, b: now.session });
         continue;
       }
@@ -166,6 +166,11 @@ export class DirectIntros {
     log.info('direct path introduced', { network: a.network, initiator: ini.address, responder: resp.address });
   }
 
+  /** When session's pairs were last introduced (its index may be reused by another member). */
+  private forgetTimes(session: number): void {
+    for (const k of this.last.keys()) if (Math.floor(k / 65536) === session || k % 65536 === session) this.last.delete(k);
+  }
+
   private remember(net: number, key: string): void {
     const now = this.now();
     this.revoked.delete(`${net}|${key}`);
@@ -185,10 +190,6 @@ export class DirectIntros {
   private now(): number {
     return this.o.now ? this.o.now() : Date.now();
   }
-}
-
-function involves(pair: number, session: number): boolean {
-  return Math.floor(pair / 65536) === session || pair % 65536 === session;
 }
 
 /** One number per unordered pair of session indices (< 65536 each). */

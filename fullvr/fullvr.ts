@@ -469,6 +469,12 @@ export class FullVR {
     this.tables.setGndt(id, [...n.sites.map((s) => ({ subnet: s.subnet, vr: s.vr })), ...hosts]);
   }
 
+  /** Member `session` is no longer ours: out of the member table, its session gone (see dropMemberSession). */
+  private dropMember(session: number, revoke = true): void {
+    this.members.forget(session);
+    this.dropMemberSession(session, revoke);
+  }
+
   /** revoke: its direct paths end (it left its network, or may have); false: only forgotten here. */
   private dropMemberSession(index: number, revoke = true): void {
     this.control.unregister(index);
@@ -488,10 +494,9 @@ export class FullVR {
       const info = this.engine.sessionInfo(m.session);
       const last = Math.max(info?.lastRxMs ?? 0, now - (Date.now() - m.joinedAt));
       if (now - last > limit) {
-        this.members.forget(m.session);
         // A peer's member idle on its shortcut is still a member of its network (its own
         // FullVR holds it): its direct paths stand. Ours gone silent has lapsed.
-        this.dropMemberSession(m.session, !m.shortcut);
+        this.dropMember(m.session, !m.shortcut);
         this.counters.members_expired++;
         log.info('member expired', { address: m.address, network: m.network, silentMs: now - last });
       }
@@ -506,8 +511,7 @@ export class FullVR {
   private memberLeft(session: number): void {
     const m = this.members.get(session);
     if (!m) return;
-    this.members.forget(session);
-    this.dropMemberSession(session);
+    this.dropMember(session);
     this.counters.members_left++;
     log.info('member left', { address: m.address, network: m.network, shortcut: m.shortcut ? true : undefined });
   }
@@ -542,8 +546,7 @@ export class FullVR {
       const want = members.assigned.get(m.address);
       if (members.left.has(memberKey(m.network, m.address)) || (!newIds.has(m.network) && (want === undefined || !newIds.has(want)))) {
         // Removed by an operator, or its network is gone: drop it now; its rejoin is refused.
-        members.forget(m.session);
-        this.dropMemberSession(m.session);
+        this.dropMember(m.session);
         log.info('member removed by authority', { address: m.address, network: m.network });
         continue;
       }

@@ -190,7 +190,7 @@ export class DirectPaths {
     // Only while a peer may handshake with us (introduced: punching; up: it may redo it), and
     // within the budget: everything else is dropped before any cryptography.
     let expecting = false;
-    for (const p of this.peers.values()) if (p.state === 'punching' || p.state === 'up') expecting = true;
+    for (const p of this.peers.values()) if ((expecting = p.state === 'punching' || p.state === 'up')) break;
     if (!expecting) return false;
     const now = monotonicMs();
     if (now - this.initBudgetAt >= 1000) {

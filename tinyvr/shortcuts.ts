@@ -144,10 +144,10 @@ export class Shortcuts {
 
   /** Our sessions with other FullVRs (open or closing shortcuts). */
   sessions(): number[] {
-    return [...this.links.values()].filter((l) => l.state === 'up' || l.state === 'closing').map((l) => l.session);
+    return [...this.links.keys()].map((vr) => this.sessionOf(vr)).filter((s) => s > 0);
   }
 
-  /** Our open session with FullVR `vr` over a shortcut, 0 if none. */
+  /** Our session with FullVR `vr` over a shortcut (open or closing), 0 if none. */
   sessionOf(vr: number): number {
     const l = this.links.get(vr);
     return l && (l.state === 'up' || l.state === 'closing') ? l.session : 0;

@@ -19,6 +19,8 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
   const files = mkdtempSync(join(tmpdir(), 'tinyvine-direct-'));
   const rx = async (site: string) => (await ov.fullvrStatus(site)).engine.rx_datagrams as number;
   const directTo = async (vm: string, addr: string) => (await ov.tinyvrStatus(vm)).direct.find((d: any) => d.peer.includes(addr));
+  /** a1's and b1's direct-path counters. */
+  const pairCounters = async () => ({ a1: (await ov.tinyvrStatus('a1')).counters, b1: (await ov.tinyvrStatus('b1')).counters });
   beforeAll(async () => {
     lab = await createLab({ sites: [cloud('a', ['a1', 'a2']), cloud('b', ['b1', 'b2'])] });
     ov = new Overlay(lab, [blueNetwork(['a', 'b'])], ['a', 'b'], { directPaths: ['a', 'b'] });
@@ -137,13 +139,12 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
     await ov.restartTinyvr('a1', 'a', 1, ['--no-shortcuts']);
     await ov.restartTinyvr('b1', 'b', 1, ['--shortcut-idle', '2']);
     await ov.openDirect('b1', 'a1', 20_000);
-    const counters = async () => ({ a1: (await ov.tinyvrStatus('a1')).counters, b1: (await ov.tinyvrStatus('b1')).counters });
     const revocations = async () => (await ov.fullvrStatus('a')).counters.direct_revocations as number;
-    const before = await counters();
+    const before = await pairCounters();
     const revokedBefore = await revocations();
     const p = await lab.ping('a1', '10.2.0.11', { count: 65, interval: 0.2 });
     expect(p.received).toBe(65);
-    const after = await counters();
+    const after = await pairCounters();
     for (const vm of ['a1', 'b1'] as const) {
       expect(after[vm].direct_up).toBe(before[vm].direct_up);
       expect(after[vm].direct_dropped).toBe(before[vm].direct_dropped);
@@ -165,16 +166,15 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
     await ov.restartTinyvr('a1', 'a', 1, ['--shortcut-idle', '2']);
     await ov.restartTinyvr('b1', 'b', 1, ['--shortcut-idle', '2']);
     await ov.openDirect('a1', 'b1', 20_000);
-    const counters = async () => ({ a1: (await ov.tinyvrStatus('a1')).counters, b1: (await ov.tinyvrStatus('b1')).counters });
     const fullvrs = async () => {
       const [a, b] = [(await ov.fullvrStatus('a')).counters, (await ov.fullvrStatus('b')).counters];
       return { revocations: a.direct_revocations + b.direct_revocations, expired: a.members_expired + b.members_expired };
     };
-    const before = await counters();
+    const before = await pairCounters();
     const f0 = await fullvrs();
     const p = await lab.ping('a1', '10.2.0.11', { count: 100, interval: 0.2 });
     expect(p.received).toBe(100);
-    const after = await counters();
+    const after = await pairCounters();
     for (const vm of ['a1', 'b1'] as const) {
       expect(after[vm].direct_up).toBe(before[vm].direct_up);
       expect(after[vm].direct_revoked).toBe(before[vm].direct_revoked);

@@ -21,7 +21,13 @@ function setup() {
   const sent: Array<[number, Record<string, unknown>]> = [];
   let now = 1_000_000;
   const intros = new DirectIntros({ members, send: (s, p) => (sent.push([s, p]), true), now: () => now });
-  return { intros, sent, list, left, tick: (ms: number) => (now += ms) };
+  /** 5 and 9 introduced to each other (what that sent is cleared). */
+  const introduce59 = () => {
+    intros.forwarded(5, 9);
+    intros.flush();
+    sent.length = 0;
+  };
+  return { intros, sent, list, left, introduce59, tick: (ms: number) => (now += ms) };
 }
 
 describe('direct-path introductions', () => {
@@ -57,10 +63,8 @@ describe('direct-path introductions', () => {
   });
 
   it('a revocation only for a member that is gone: the same TinyVR rejoining on a new session keeps its paths', () => {
-    const { intros, sent, list } = setup();
-    intros.forwarded(5, 9);
-    intros.flush();
-    sent.length = 0;
+    const { intros, sent, list, introduce59 } = setup();
+    introduce59();
     list[1] = { ...list[1]!, session: 11 }; // 9 rejoined as 11, same key and network
     intros.revoke(9);
     expect(sent).toEqual([]);
@@ -86,10 +90,8 @@ describe('direct-path introductions', () => {
   it('a revocation is sent again at REVOKE_AT_MS, each time to the session the member holds then (it may be rejoining)', () => {
     vi.useFakeTimers();
     try {
-      const { intros, sent, list } = setup();
-      intros.forwarded(5, 9);
-      intros.flush();
-      sent.length = 0;
+      const { intros, sent, list, introduce59 } = setup();
+      introduce59();
       list.splice(1, 1); // 9 removed
       intros.revoke(9);
       const revoke = { op: 'direct-revoke', key: 'A'.repeat(43) + '=' };
@@ -135,10 +137,8 @@ describe('direct-path introductions', () => {
   });
 
   it("a peer's member whose shortcut went idle here is forgotten, not revoked: its paths stand, renewals get no revocation", () => {
-    const { intros, sent, list } = setup();
-    intros.forwarded(5, 9);
-    intros.flush();
-    sent.length = 0;
+    const { intros, sent, list, introduce59 } = setup();
+    introduce59();
     list.splice(1, 1); // 9 (a shortcut member) expired here
     intros.forget(9);
     intros.asked(5, '10.2.0.11', 'A'.repeat(43) + '=');
