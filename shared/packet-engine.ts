@@ -113,7 +113,7 @@ interface NativeAddon {
   closeFd(fd: number): void;
   monotonicMs(): number;
   gmacImpl(): string;
-  __gmacTag(wide: number, key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer;
+  __gmacTag(width: number, key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer;
   constants: Record<string, number>;
 }
 
@@ -388,15 +388,19 @@ export class PacketEngine {
 
 /**
  * The GHASH behind the gmac mode on this machine: "avx512-vpclmulqdq" (ours, four blocks
- * per instruction) or "openssl" (no AVX-512 VPCLMULQDQ, or TINYVINE_GMAC=openssl).
+ * per instruction), "avx2-vpclmulqdq" (ours, two blocks per instruction: VPCLMULQDQ without
+ * AVX-512, or TINYVINE_GMAC=avx2) or "openssl" (no VPCLMULQDQ, or TINYVINE_GMAC=openssl).
  */
 export function gmacImpl(): string {
   return addon().gmacImpl();
 }
 
-/** Test hook: the AES-256-GMAC tag of data through the wide GHASH (wide) or OpenSSL's GCM core. */
-export function gmacTagForTest(wide: boolean, key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer {
-  return addon().__gmacTag(wide ? 1 : 0, key, nonce, data);
+/**
+ * Test hook: the AES-256-GMAC tag of data through our GHASH of that width (512 or 256 bits per
+ * instruction; throws where the CPU lacks it) or OpenSSL's GCM core (0).
+ */
+export function gmacTagForTest(width: 0 | 256 | 512, key: Uint8Array, nonce: Uint8Array, data: Uint8Array): Buffer {
+  return addon().__gmacTag(width, key, nonce, data);
 }
 
 /** CLOCK_MONOTONIC in ms: libuv's hrtime reads the same clock the engine stamps lastRxMs with. */

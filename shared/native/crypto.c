@@ -45,29 +45,35 @@ static void gcm_block(const unsigned char in[16], unsigned char out[16], const v
   EVP_EncryptUpdate((EVP_CIPHER_CTX *)ecb, out, &outl, in, 16);
 }
 
-/* The wide GHASH unless the CPU lacks it or the operator asked for OpenSSL's (for
- * comparison, or to rule ours out when debugging); decided once per process. */
-static int use_wide(void) {
+/* The widest GHASH the CPU runs (512, 256; 0 = OpenSSL's GCM core), unless the operator
+ * asked for a narrower one with TINYVINE_GMAC=openssl|avx2 (for comparison, or to rule ours
+ * out when debugging); decided once per process. */
+static int gmac_width(void) {
   static int decided = -1;
   if (decided < 0) {
     const char *env = getenv("TINYVINE_GMAC");
-    decided = tv_ghash_wide_supported() && !(env && strcmp(env, "openssl") == 0);
+    decided = tv_ghash_wide_width();
+    if (env && strcmp(env, "openssl") == 0) decided = 0;
+    if (env && strcmp(env, "avx2") == 0 && decided > 256) decided = 256;
   }
   return decided;
 }
 
-const char *tv_gmac_impl(void) { return use_wide() ? "avx512-vpclmulqdq" : "openssl"; }
+const char *tv_gmac_impl(void) {
+  int w = gmac_width();
+  return w == 512 ? "avx512-vpclmulqdq" : w == 256 ? "avx2-vpclmulqdq" : "openssl";
+}
 
-static int gmac_init(tv_keyctx *k, const uint8_t *key, int wide) {
+static int gmac_init(tv_keyctx *k, const uint8_t *key, int width) {
   k->block = EVP_CIPHER_CTX_new();
   int ok = k->block && EVP_EncryptInit_ex(k->block, EVP_aes_256_ecb(), NULL, key, NULL) == 1 &&
            EVP_CIPHER_CTX_set_padding(k->block, 0) == 1;
-  if (ok && wide) {
+  if (ok && width) {
     uint8_t h[16] = {0};
     ok = posix_memalign((void **)&k->wide, 64, sizeof *k->wide) == 0;
     if (ok) {
       gcm_block(h, h, k->block); /* H = AES_K(0^128) */
-      tv_ghash_wide_init(k->wide, h);
+      tv_ghash_wide_init(k->wide, h, width);
     } else {
       k->wide = NULL;
     }
@@ -102,12 +108,13 @@ static int gmac_tag(tv_keyctx *k, const uint8_t nonce[12], const uint8_t *data, 
   return 0;
 }
 
-int tv_gmac_tag(int wide, const uint8_t *key, const uint8_t nonce[12], const uint8_t *data, size_t len, uint8_t tag[16]) {
-  if (wide && !tv_ghash_wide_supported()) return -1;
+int tv_gmac_tag(int width, const uint8_t *key, const uint8_t nonce[12], const uint8_t *data, size_t len, uint8_t tag[16]) {
+  if (width != 0 && width != 256 && width != 512) return -1;
+  if (width > tv_ghash_wide_width()) return -1;
   tv_keyctx k;
   memset(&k, 0, sizeof k);
   k.mode = AUTH_GMAC;
-  if (gmac_init(&k, key, wide) < 0) return -1;
+  if (gmac_init(&k, key, width) < 0) return -1;
   int r = gmac_tag(&k, nonce, data, len, tag);
   tv_key_free(&k);
   return r;
@@ -119,7 +126,7 @@ int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int 
   if (mode == AUTH_NONE) return 0;
   if (key_len != TV_KEY_LEN) return -1;
   if (mode == AUTH_HMAC) return hmac_init(k, key, key_len);
-  if (mode == AUTH_GMAC) return gmac_init(k, key, use_wide());
+  if (mode == AUTH_GMAC) return gmac_init(k, key, gmac_width());
   const EVP_CIPHER *cipher;
   if (mode == AUTH_AES_GCM) cipher = EVP_aes_256_gcm();
   else if (mode == AUTH_CHACHA) cipher = EVP_chacha20_poly1305();

@@ -28,12 +28,14 @@ typedef struct {
   tv_ghash_key *wide;
 } tv_keyctx;
 
-/* Which GHASH the GMAC mode uses on this machine: "avx512-vpclmulqdq" or "openssl"
- * (no AVX-512 VPCLMULQDQ, or TINYVINE_GMAC=openssl in the environment). */
+/* Which GHASH the GMAC mode uses on this machine: "avx512-vpclmulqdq", "avx2-vpclmulqdq"
+ * (VPCLMULQDQ without AVX-512, or TINYVINE_GMAC=avx2) or "openssl" (no VPCLMULQDQ, or
+ * TINYVINE_GMAC=openssl in the environment). */
 const char *tv_gmac_impl(void);
 /* Test hook: the 16-byte AES-256-GMAC tag of `data` under `key` and a 12-byte nonce,
- * (32 bytes) through the wide GHASH (wide=1, -1 if unsupported) or OpenSSL's GCM core (wide=0). */
-int tv_gmac_tag(int wide, const uint8_t *key, const uint8_t nonce[12], const uint8_t *data, size_t len,
+ * (32 bytes) through the wide GHASH of `width` 512 or 256 (-1 if unsupported here) or
+ * OpenSSL's GCM core (width 0). */
+int tv_gmac_tag(int width, const uint8_t *key, const uint8_t nonce[12], const uint8_t *data, size_t len,
                 uint8_t tag[16]);
 
 /* 0 on success, -1 on failure (bad mode/key length or OpenSSL error). */

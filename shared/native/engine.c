@@ -432,20 +432,20 @@ static napi_value GmacImpl(napi_env env, napi_callback_info info) {
   return r;
 }
 
-/* Test hook: __gmacTag(wide, key32, nonce12, data) -> 16-byte tag through the wide GHASH
- * (wide=1) or OpenSSL's GCM core (wide=0); throws if the wide one is unsupported here. */
+/* Test hook: __gmacTag(width, key32, nonce12, data) -> 16-byte tag through the wide GHASH
+ * (width 512 or 256) or OpenSSL's GCM core (width 0); throws if that width is unsupported here. */
 static napi_value GmacTag(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int32_t wide;
+  int32_t width;
   void *key, *nonce, *data;
   size_t kl, nl, dl;
   if (argc < 4) {
-    napi_throw_type_error(env, NULL, "__gmacTag(wide, key, nonce, data)");
+    napi_throw_type_error(env, NULL, "__gmacTag(width, key, nonce, data)");
     return NULL;
   }
-  if (!arg_i32(env, argv[0], "wide", &wide) || !arg_typed(env, argv[1], napi_uint8_array, "key", &key, &kl) ||
+  if (!arg_i32(env, argv[0], "width", &width) || !arg_typed(env, argv[1], napi_uint8_array, "key", &key, &kl) ||
       !arg_typed(env, argv[2], napi_uint8_array, "nonce", &nonce, &nl) ||
       !arg_typed(env, argv[3], napi_uint8_array, "data", &data, &dl))
     return NULL;
@@ -454,8 +454,8 @@ static napi_value GmacTag(napi_env env, napi_callback_info info) {
     return NULL;
   }
   uint8_t tag[16];
-  if (tv_gmac_tag(wide != 0, key, nonce, data, dl, tag) < 0) {
-    napi_throw_error(env, NULL, wide ? "__gmacTag: the wide GHASH is not supported on this CPU" : "__gmacTag: OpenSSL error");
+  if (tv_gmac_tag(width, key, nonce, data, dl, tag) < 0) {
+    napi_throw_error(env, NULL, width ? "__gmacTag: this GHASH width is not supported on this CPU" : "__gmacTag: OpenSSL error");
     return NULL;
   }
   napi_value b;

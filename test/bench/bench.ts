@@ -40,11 +40,12 @@ const USAGE = `Usage: node dist/bench.mjs [--only tcp|join] [--json FILE] [--sec
   --moderation-us N  the overlay routers' wake-up moderation (default: theirs, 500); unless 0,
                 an unmoderated gmac overlay is measured alongside (TCP 1 stream, 1 Gbit/s, RTT)
                 The overlay takes direct paths (TinyVR -> TinyVR through both NATs, introduced
-                by the FullVRs, which run with directPaths: true, an opt-in); measured alongside (TCP 1 stream,
+                by the FullVRs: directPaths, on by default); measured alongside (TCP 1 stream,
                 1 Gbit/s, RTT): overlay-via-fullvr (gmac, FullVRs with directPaths: false: the
                 shortcut TinyVR -> FullVR b -> TinyVR), overlay-via-home (gmac, --no-shortcuts:
                 TinyVR -> FullVR a -> FullVR b -> TinyVR), and overlay-loop-wait (gmac, routers
-                with TINYVINE_NATIVE_WAIT=0: every wake-up a turn of Node's event loop)
+                with TINYVINE_NATIVE_WAIT=0: every wake-up a turn of Node's event loop), and, where
+                gmac uses our GHASH, overlay-ghash-openssl (gmac with TINYVINE_GMAC=openssl)
   --plain-lab   do not model the cloud hosts' transmit path: the lab's routing, NAT and
                 bridging then run inside the system calls of whichever process sent (as in the
                 tests' lab), and count towards its CPU. By default (with ethtool) they run in
@@ -57,6 +58,15 @@ type Mode = 'hmac' | 'gmac' | 'aes-gcm' | 'chacha' | 'none';
 const MODES: Mode[] = ['gmac', 'hmac', 'aes-gcm', 'chacha', 'none'];
 
 type Variant = { key: string; mode: Mode; moderation?: number; direct: boolean; noShortcuts?: boolean; env?: Record<string, string> };
+
+/** The GHASH behind gmac here; the routers the bench starts inherit its environment, so theirs. */
+function ghashImpl(): string {
+  try {
+    return gmacImpl();
+  } catch (e) {
+    return `unknown (${(e as Error).message})`;
+  }
+}
 
 /**
  * Overlay variants of a run: key (path name), auth mode, wake-up moderation (undefined: the
@@ -71,6 +81,8 @@ function variantsOf(opt: { modes: Mode[]; moderation?: number }): Variant[] {
   v.push({ key: 'overlay-via-home', mode: MODES[0]!, direct: false, ...mod, noShortcuts: true });
   // the routers with native waiting off: every wake-up is a turn of Node's event loop
   v.push({ key: 'overlay-loop-wait', mode: MODES[0]!, direct: true, ...mod, env: { TINYVINE_NATIVE_WAIT: '0' } });
+  // gmac with OpenSSL's GHASH (one block per instruction) where ours runs: what ours saves
+  if (ghashImpl() !== 'openssl') v.push({ key: 'overlay-ghash-openssl', mode: MODES[0]!, direct: true, ...mod, env: { TINYVINE_GMAC: 'openssl' } });
   return v;
 }
 
@@ -280,7 +292,7 @@ const ROUTE_LEGS: ReadonlyArray<readonly [string, string, 'a' | 'b']> = [
 // a1 -> that router's public address is its floor, without the last veth to b1.
 const DIRECT_LEG = 'leg_a1_rt_b';
 /** Paths measured at the paced rate. */
-const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-fullvr', 'overlay-via-home', 'overlay-loop-wait', 'openvpn', 'tinc'];
+const AT1G_KEYS = ['overlay', 'overlay-unmoderated', 'overlay-via-fullvr', 'overlay-via-home', 'overlay-loop-wait', 'overlay-ghash-openssl', 'openvpn', 'tinc'];
 
 /** A paced-load sample: the TCP figures and the median ping RTT while it ran. */
 type LoadedSample = TcpSample & { rttLoadedUs: number | null };
@@ -891,6 +903,12 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
       `  (native waiting off, for reference: overlay-loop-wait/kernel = ${loopWait !== null && kernel ? pct(loopWait / kernel) : '-'}, added RTT ${rttLoopWait !== null && rttKernel !== null ? rttLoopWait - rttKernel : '-'} µs, TinyVR at 1 Gbit/s ${cpu ?? '-'} %)`,
     );
   }
+  const ghashOpenssl = med('overlay-ghash-openssl');
+  if (ghashOpenssl !== null) {
+    lines.push(
+      `  (gmac with OpenSSL's GHASH, for reference: overlay-ghash-openssl/kernel = ${kernel ? pct(ghashOpenssl / kernel) : '-'}, ${bestRef ? (ghashOpenssl / bestRef).toFixed(2) : '-'} x max(openvpn, tinc), TinyVR at 1 Gbit/s ${tinyvrAt1g('overlay-ghash-openssl') ?? '-'} %)`,
+    );
+  }
   if (opt.p4) {
     const k4 = medTcp(p4, 'kernel');
     const o4 = medTcp(p4, 'overlay');
@@ -937,6 +955,7 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
     cpu_pct_at_1g_via_fullvr: opt.at1g ? refAt1g('overlay-via-fullvr') : null,
     cpu_pct_at_1g_via_home: opt.at1g ? refAt1g('overlay-via-home') : null,
     cpu_pct_at_1g_loop_wait: opt.at1g ? refAt1g('overlay-loop-wait') : null,
+    cpu_pct_at_1g_ghash_openssl: opt.at1g ? refAt1g('overlay-ghash-openssl') : null,
     moderation_us: opt.moderation ?? 'default',
     rtt_loaded_us: opt.at1g ? Object.fromEntries(AT1G_KEYS.filter((k) => at1g.has(k)).map((k) => [k.replace(/-/g, '_'), medianOf((at1g.get(k)?.samples ?? []).map((x) => x.rttLoadedUs))])) : null,
     rtt_us: {
@@ -948,6 +967,7 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
       overlay_via_fullvr: results.get('overlay-via-fullvr')?.rttUs ?? null,
       overlay_via_home: results.get('overlay-via-home')?.rttUs ?? null,
       overlay_loop_wait: results.get('overlay-loop-wait')?.rttUs ?? null,
+      overlay_ghash_openssl: results.get('overlay-ghash-openssl')?.rttUs ?? null,
       route_floor: routeFloor,
       route_floor_shortcut: shortcutFloor,
       legs: Object.fromEntries([...ROUTE_LEGS.map(([key]) => key), DIRECT_LEG].map((key) => [key, legRtt.get(key) ?? null])),
@@ -961,6 +981,7 @@ async function runTcp(opt: Options, cli: string, hostTx: HostTxModel): Promise<{
     tcp_mbps_via_fullvr: med('overlay-via-fullvr'),
     tcp_mbps_via_home: med('overlay-via-home'),
     tcp_mbps_loop_wait: med('overlay-loop-wait'),
+    tcp_mbps_ghash_openssl: med('overlay-ghash-openssl'),
     tcp_mbps_modes: Object.fromEntries(opt.modes.map((m) => [m, med(modeKey(m))])),
     tcp_samples_modes: Object.fromEntries(opt.modes.map((m) => [m, samplesOf(modeKey(m))])),
     rtt_us_modes: Object.fromEntries(opt.modes.map((m) => [m, results.get(modeKey(m))?.rttUs ?? null])),
@@ -1022,13 +1043,7 @@ async function main(): Promise<number> {
   }
 
   const uname = sh('uname', ['-r']);
-  // The routers it starts inherit this environment, so they use the same GHASH.
-  let ghash: string;
-  try {
-    ghash = gmacImpl();
-  } catch (e) {
-    ghash = `unknown (${(e as Error).message})`;
-  }
+  const ghash = ghashImpl();
   const lines: string[] = [];
   lines.push(
     `TinyViNe-TS bench  ${startedAt.toISOString()}  kernel ${uname}  node ${process.version}  ${sh('nproc', [])} CPUs  load at start ${loadStart.split(' ').slice(0, 3).join(' ')}  gmac GHASH ${ghash}`,

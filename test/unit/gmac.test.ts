@@ -1,7 +1,7 @@
 // AES-256-GMAC tags of the native engine against Node's aes-256-gcm (data as associated
-// data, nothing encrypted), through both GHASH implementations: ours with AVX-512
-// VPCLMULQDQ (several blocks per instruction, one reduction per segment of 128 blocks) and
-// OpenSSL's GCM core (the fallback). Lengths cover every tail size, segment boundaries
+// data, nothing encrypted), through every GHASH implementation: ours with VPCLMULQDQ
+// (four blocks per instruction with AVX-512, two with AVX2; one reduction per segment of 128
+// blocks) and OpenSSL's GCM core (the fallback). Lengths cover every tail size, segment boundaries
 // (2032/2048 bytes: 127/128 blocks plus the length block) and multi-segment inputs.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -22,52 +22,59 @@ const LENGTHS = [
   1024, 1443, 1444, 1445, 1472, 2015, 2016, 2017, 2031, 2032, 2033, 2047, 2048, 2049, 2064, 4095, 4096, 4097, 4112, 9000, 65_535,
 ];
 
-function hasWide(): boolean {
+function runs(width: 256 | 512): boolean {
   try {
-    gmacTagForTest(true, Buffer.alloc(32), Buffer.alloc(12), Buffer.alloc(0));
+    gmacTagForTest(width, Buffer.alloc(32), Buffer.alloc(12), Buffer.alloc(0));
     return true;
   } catch {
     return false;
   }
 }
-const wide = hasWide();
-if (!wide) console.log('gmac.test: the wide (AVX-512 VPCLMULQDQ) GHASH is skipped: this CPU lacks it; the OpenSSL path is tested');
+const has = { 256: runs(256), 512: runs(512) };
+for (const w of [512, 256] as const) {
+  if (!has[w]) console.log(`gmac.test: the ${w}-bit VPCLMULQDQ GHASH is skipped: this CPU lacks it; the other paths are tested`);
+}
 
 describe('GMAC tags', () => {
-  for (const [name, useWide] of [
-    ['OpenSSL GCM core', false],
-    ['wide GHASH (AVX-512 VPCLMULQDQ)', true],
+  for (const [name, width] of [
+    ['OpenSSL GCM core', 0],
+    ['wide GHASH (AVX-512 VPCLMULQDQ)', 512],
+    ['wide GHASH (AVX2 VPCLMULQDQ)', 256],
   ] as const) {
-    it.skipIf(useWide && !wide)(`${name}: equal to aes-256-gcm for ${LENGTHS.length} lengths, fresh key and nonce each`, () => {
+    it.skipIf(width !== 0 && !has[width])(`${name}: equal to aes-256-gcm for ${LENGTHS.length} lengths, fresh key and nonce each`, () => {
       for (const len of LENGTHS) {
         const key = randomBytes(32);
         const nonce = randomBytes(12);
         const data = randomBytes(len);
-        expect(gmacTagForTest(useWide, key, nonce, data).toString('hex'), `length ${len}`).toBe(referenceTag(key, nonce, data).toString('hex'));
+        expect(gmacTagForTest(width, key, nonce, data).toString('hex'), `length ${len}`).toBe(referenceTag(key, nonce, data).toString('hex'));
       }
     });
   }
 
-  it.skipIf(!wide)('wide GHASH: one changed bit or byte anywhere changes the tag', () => {
-    const key = randomBytes(32);
-    const nonce = randomBytes(12);
-    const data = randomBytes(1444);
-    const tag = gmacTagForTest(true, key, nonce, data).toString('hex');
-    for (const pos of [0, 15, 16, 63, 64, 700, 1427, 1428, 1443]) {
-      const d = Buffer.from(data);
-      d[pos]! ^= 1 << pos % 8;
-      expect(gmacTagForTest(true, key, nonce, d).toString('hex'), `bit flipped at byte ${pos}`).not.toBe(tag);
-    }
-    // the length is authenticated: a zero byte appended or removed changes the tag
-    expect(gmacTagForTest(true, key, nonce, Buffer.concat([data, Buffer.alloc(1)])).toString('hex')).not.toBe(tag);
-    const z = Buffer.concat([data.subarray(0, 1443), Buffer.alloc(1)]);
-    expect(gmacTagForTest(true, key, nonce, z).toString('hex')).not.toBe(gmacTagForTest(true, key, nonce, z.subarray(0, 1443)).toString('hex'));
-    const other = Buffer.from(nonce);
-    other[11]! ^= 1;
-    expect(gmacTagForTest(true, key, other, data).toString('hex')).not.toBe(tag);
-  });
+  for (const width of [512, 256] as const) {
+    it.skipIf(!has[width])(`${width}-bit GHASH: one changed bit or byte anywhere changes the tag`, () => {
+      const key = randomBytes(32);
+      const nonce = randomBytes(12);
+      const data = randomBytes(1444);
+      const tag = gmacTagForTest(width, key, nonce, data).toString('hex');
+      for (const pos of [0, 15, 16, 31, 32, 63, 64, 700, 1427, 1428, 1443]) {
+        const d = Buffer.from(data);
+        d[pos]! ^= 1 << pos % 8;
+        expect(gmacTagForTest(width, key, nonce, d).toString('hex'), `bit flipped at byte ${pos}`).not.toBe(tag);
+      }
+      // the length is authenticated: a zero byte appended or removed changes the tag
+      expect(gmacTagForTest(width, key, nonce, Buffer.concat([data, Buffer.alloc(1)])).toString('hex')).not.toBe(tag);
+      const z = Buffer.concat([data.subarray(0, 1443), Buffer.alloc(1)]);
+      expect(gmacTagForTest(width, key, nonce, z).toString('hex')).not.toBe(gmacTagForTest(width, key, nonce, z.subarray(0, 1443)).toString('hex'));
+      const other = Buffer.from(nonce);
+      other[11]! ^= 1;
+      expect(gmacTagForTest(width, key, other, data).toString('hex')).not.toBe(tag);
+    });
+  }
 
   it('the engine reports which GHASH its gmac mode uses', () => {
-    expect(gmacImpl()).toBe(wide && process.env.TINYVINE_GMAC !== 'openssl' ? 'avx512-vpclmulqdq' : 'openssl');
+    const env = process.env.TINYVINE_GMAC;
+    const best = env === 'openssl' ? 0 : has[512] && env !== 'avx2' ? 512 : has[256] ? 256 : 0;
+    expect(gmacImpl()).toBe({ 512: 'avx512-vpclmulqdq', 256: 'avx2-vpclmulqdq', 0: 'openssl' }[best]);
   });
 });
