@@ -37,6 +37,9 @@ const char *tv_gmac_impl(void);
  * OpenSSL's GCM core (width 0). */
 int tv_gmac_tag(int width, const uint8_t *key, const uint8_t nonce[12], const uint8_t *data, size_t len,
                 uint8_t tag[16]);
+/* Nanoseconds per GMAC tag of `len` bytes through that GHASH (width as in tv_gmac_tag): the
+ * fastest of `rounds` rounds of `iters` tags; -1 if unsupported here. For the benchmark. */
+double tv_gmac_bench(int width, size_t len, int iters, int rounds);
 
 /* 0 on success, -1 on failure (bad mode/key length or OpenSSL error). */
 int tv_key_init(tv_keyctx *k, int mode, const uint8_t *key, size_t key_len, int encrypt);

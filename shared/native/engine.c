@@ -464,6 +464,29 @@ static napi_value GmacTag(napi_env env, napi_callback_info info) {
   return b;
 }
 
+/* gmacBench(width, len, iters, rounds) -> ns per tag (the fastest round), or -1 where that
+ * GHASH width is unsupported on this CPU. */
+static napi_value GmacBench(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t width, len, iters, rounds;
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "gmacBench(width, len, iters, rounds)");
+    return NULL;
+  }
+  if (!arg_i32(env, argv[0], "width", &width) || !arg_i32(env, argv[1], "len", &len) ||
+      !arg_i32(env, argv[2], "iters", &iters) || !arg_i32(env, argv[3], "rounds", &rounds))
+    return NULL;
+  if (len < 0 || len > 65536 || iters < 1 || iters > 10000000 || rounds < 1 || rounds > 1000) {
+    napi_throw_range_error(env, NULL, "gmacBench: len 0..65536, iters 1..10000000, rounds 1..1000");
+    return NULL;
+  }
+  napi_value r;
+  NAPI_CALL(env, napi_create_double(env, tv_gmac_bench(width, (size_t)len, iters, rounds), &r));
+  return r;
+}
+
 static bool export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value f;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &f) == napi_ok &&
@@ -503,7 +526,8 @@ static napi_value Init(napi_env env, napi_value exports) {
   NAPI_CALL(env, napi_set_named_property(env, exports, "Engine", cls));
   if (!export_fn(env, exports, "openTun", OpenTun) || !export_fn(env, exports, "openUdp", OpenUdp) ||
       !export_fn(env, exports, "closeFd", CloseFd) || !export_fn(env, exports, "monotonicMs", MonotonicMs) ||
-      !export_fn(env, exports, "gmacImpl", GmacImpl) || !export_fn(env, exports, "__gmacTag", GmacTag)) {
+      !export_fn(env, exports, "gmacImpl", GmacImpl) || !export_fn(env, exports, "__gmacTag", GmacTag) ||
+      !export_fn(env, exports, "gmacBench", GmacBench)) {
     throw_napi(env, "module init");
     return NULL;
   }

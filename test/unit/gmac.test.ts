@@ -5,7 +5,7 @@
 // (2032/2048 bytes: 127/128 blocks plus the length block) and multi-segment inputs.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { gmacImpl, gmacTagForTest } from '../../shared/packet-engine.js';
+import { gmacImpl, gmacNsPerTag, gmacTagForTest } from '../../shared/packet-engine.js';
 
 function referenceTag(key: Buffer, nonce: Buffer, data: Buffer): Buffer {
   const c = createCipheriv('aes-256-gcm', key, nonce) as ReturnType<typeof createCipheriv> & {
@@ -71,6 +71,19 @@ describe('GMAC tags', () => {
       expect(gmacTagForTest(width, key, other, data).toString('hex')).not.toBe(tag);
     });
   }
+
+  it('the benchmark hook times every GHASH this CPU runs and says null for the others', () => {
+    for (const width of [0, 256, 512] as const) {
+      const ns = gmacNsPerTag(width, 1456, 50, 2);
+      if (width === 0 || has[width]) {
+        expect(ns, `width ${width}`).toBeGreaterThan(0);
+        expect(ns!, `width ${width}`).toBeLessThan(1e6); // a tag is µs at most, not ms
+      } else {
+        expect(ns, `width ${width}`).toBeNull();
+      }
+    }
+    expect(() => gmacNsPerTag(0, 70_000)).toThrow(/len 0\.\.65536/);
+  });
 
   it('the engine reports which GHASH its gmac mode uses', () => {
     const env = process.env.TINYVINE_GMAC;
