@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UserError } from './user-error.js';
 
 export const SLOT_SIZE = 2048;
 export const HEADROOM = 64;
@@ -124,6 +125,11 @@ let addonCache: NativeAddon | undefined;
 // even where the addon is not built, e.g. for `tinyvine --help`.
 function addon(): NativeAddon {
   if (addonCache) return addonCache;
+  // Read by the engine (crypto.c) once per process; a typo would otherwise be ignored silently.
+  const gmac = process.env.TINYVINE_GMAC;
+  if (gmac !== undefined && gmac !== '' && gmac !== 'openssl' && gmac !== 'avx2') {
+    throw new UserError(`TINYVINE_GMAC must be "openssl" or "avx2" (or unset), not "${gmac}"`);
+  }
   // Relative to this file: shared/ in the source tree, dist/ once bundled; both one level below the root.
   const file = process.env.TINYVINE_NATIVE
     ? path.resolve(process.env.TINYVINE_NATIVE)

@@ -60,6 +60,18 @@ describe('configuration and flag errors', () => {
     expect(oneLine(r)).toMatch(re);
   });
 
+  it('an unknown TINYVINE_GMAC is an error, not silently ignored (and nothing is set up)', async () => {
+    const links = (await run(['ip', '-o', 'link', 'show'], { check: false })).stdout;
+    const r = await run([process.execPath, CLI, 'fullvr', '--config', file('gmac.yaml', goodFullvr())], {
+      check: false,
+      timeoutMs: 30_000,
+      env: { ...process.env, TINYVINE_GMAC: 'avx512' },
+    });
+    expect(r.code).toBe(2);
+    expect(oneLine(r)).toMatch(/TINYVINE_GMAC must be "openssl" or "avx2" \(or unset\), not "avx512"/);
+    expect((await run(['ip', '-o', 'link', 'show'], { check: false })).stdout).toBe(links);
+  });
+
   it('a file with several problems still gives one line (the first, and how many more)', async () => {
     const r = await cli(['fullvr', '--config', file('many.yaml', { ...goodFullvr(), id: 0, listen: 'nope', extra: 1 })]);
     expect(r.code).toBe(2);
