@@ -104,6 +104,18 @@ TV_BASE void tv_ghash_wide_init(tv_ghash_key *k, const uint8_t h[16], int width)
   memset(q, 0, sizeof q);
 }
 
+/* The end of a segment: the length block (if this segment is the last), with power 1, added
+ * to the unreduced sum (l, hh, m); then the one reduction. The length block is also the
+ * segment's first block, carrying the state `s`, when there is no data. */
+TV_BASE static inline __m128i segment_end(const tv_ghash_key *k, __m128i s, size_t nd, const __m128i *len_blk,
+                                          __m128i l, __m128i hh, __m128i m) {
+  if (len_blk) {
+    __m128i b = nd == 0 ? _mm_xor_si128(*len_blk, s) : *len_blk;
+    mul128(b, _mm_load_si128((const __m128i *)k->pow[NPOW - 1]), &l, &hh, &m);
+  }
+  return finish(l, hh, m);
+}
+
 TV_W512 static inline __m128i fold4(__m512i v) {
   __m256i x = _mm256_xor_si256(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
   return _mm_xor_si128(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
@@ -131,13 +143,11 @@ TV_W512 static __m128i segment512(const tv_ghash_key *k, __m128i s, const uint8_
     hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128(x, h, 0x11));
     mid = _mm512_xor_si512(mid, _mm512_xor_si512(_mm512_clmulepi64_epi128(x, h, 0x01), _mm512_clmulepi64_epi128(x, h, 0x10)));
   }
-  __m128i l = fold4(lo), hh = fold4(hi), m = fold4(mid);
-  if (len_blk) {
-    /* the length block is the segment's last, with power 1; also its first if no data */
-    __m128i b = nd == 0 ? _mm_xor_si128(*len_blk, s) : *len_blk;
-    mul128(b, _mm_load_si128((const __m128i *)k->pow[NPOW - 1]), &l, &hh, &m);
-  }
-  return finish(l, hh, m);
+  return segment_end(k, s, nd, len_blk, fold4(lo), fold4(hi), fold4(mid));
+}
+
+TV_W256 static inline __m128i fold2(__m256i v) {
+  return _mm_xor_si128(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
 
 /* segment512 with two blocks per instruction, for CPUs with VPCLMULQDQ but no AVX-512 (AMD
@@ -175,14 +185,7 @@ TV_W256 static __m128i segment256(const tv_ghash_key *k, __m128i s, const uint8_
     mid = _mm256_xor_si256(mid, _mm256_clmulepi64_epi128(xs, _mm256_loadu_si256((const __m256i *)(kar + i)), 0x00));
   }
   mid = _mm256_xor_si256(mid, _mm256_xor_si256(lo, hi));
-  __m128i l = _mm_xor_si128(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
-  __m128i hh = _mm_xor_si128(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
-  __m128i m = _mm_xor_si128(_mm256_castsi256_si128(mid), _mm256_extracti128_si256(mid, 1));
-  if (len_blk) {
-    __m128i b = nd == 0 ? _mm_xor_si128(*len_blk, s) : *len_blk;
-    mul128(b, _mm_load_si128((const __m128i *)k->pow[NPOW - 1]), &l, &hh, &m);
-  }
-  return finish(l, hh, m);
+  return segment_end(k, s, nd, len_blk, fold2(lo), fold2(hi), fold2(mid));
 }
 
 /* Segment of the key's width; both loops hash the same blocks with the same powers. */
