@@ -125,11 +125,12 @@ export class DirectIntros {
     for (const [k, x] of this.introduced) {
       if (x.a !== session && x.b !== session) continue;
       this.introduced.delete(k);
-      const [otherAddr, otherKey, goneKey, goneAddr] = x.a === session ? [x.bAddr, x.bKey, x.aKey, x.aAddr] : [x.aAddr, x.aKey, x.bKey, x.bAddr];
+      const goneIsA = x.a === session;
+      const [otherSession, otherAddr, otherKey, goneKey, goneAddr] = goneIsA ? [x.b, x.bAddr, x.bKey, x.aKey, x.aAddr] : [x.a, x.aAddr, x.aKey, x.bKey, x.bAddr];
       // The same TinyVR rejoined on a new session (same key, same network): the path stands.
       const now = this.o.members.byAddr(x.net, goneAddr);
       if (now && now.session !== session && now.directKey === goneKey) {
-        this.introduced.set(pairKey(now.session, x.a === session ? x.b : x.a), x.a === session ? { ...x, a: now.session } : { ...x, b: now.session });
+        this.introduced.set(pairKey(now.session, otherSession), goneIsA ? { ...x, a: now.session } : { ...x, b: now.session });
         continue;
       }
       this.revocations++;

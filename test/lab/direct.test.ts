@@ -21,6 +21,17 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
   const directTo = async (vm: string, addr: string) => (await ov.tinyvrStatus(vm)).direct.find((d: any) => d.peer.includes(addr));
   /** a1's and b1's direct-path counters. */
   const pairCounters = async () => ({ a1: (await ov.tinyvrStatus('a1')).counters, b1: (await ov.tinyvrStatus('b1')).counters });
+  type PairCounters = Awaited<ReturnType<typeof pairCounters>>;
+  /** Pings a1 -> b1 `count` times (all answered); returns the pair's counters before and after. */
+  const pingOverPath = async (count: number) => {
+    const before = await pairCounters();
+    expect((await lab.ping('a1', '10.2.0.11', { count, interval: 0.2 })).received).toBe(count);
+    return { before, after: await pairCounters() };
+  };
+  /** Neither a1 nor b1 changed these counters between the two readings. */
+  const expectSame = (x: { before: PairCounters; after: PairCounters }, keys: string[]) => {
+    for (const vm of ['a1', 'b1'] as const) for (const k of keys) expect(x.after[vm][k], `${vm} ${k}`).toBe(x.before[vm][k]);
+  };
   beforeAll(async () => {
     lab = await createLab({ sites: [cloud('a', ['a1', 'a2']), cloud('b', ['b1', 'b2'])] });
     ov = new Overlay(lab, [blueNetwork(['a', 'b'])], ['a', 'b'], { directPaths: ['a', 'b'] });
@@ -140,17 +151,10 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
     await ov.restartTinyvr('b1', 'b', 1, ['--shortcut-idle', '2']);
     await ov.openDirect('b1', 'a1', 20_000);
     const revocations = async () => (await ov.fullvrStatus('a')).counters.direct_revocations as number;
-    const before = await pairCounters();
     const revokedBefore = await revocations();
-    const p = await lab.ping('a1', '10.2.0.11', { count: 65, interval: 0.2 });
-    expect(p.received).toBe(65);
-    const after = await pairCounters();
-    for (const vm of ['a1', 'b1'] as const) {
-      expect(after[vm].direct_up).toBe(before[vm].direct_up);
-      expect(after[vm].direct_dropped).toBe(before[vm].direct_dropped);
-      expect(after[vm].direct_revoked).toBe(before[vm].direct_revoked);
-    }
-    expect(after.b1.direct_asks).toBeGreaterThan(before.b1.direct_asks);
+    const run = await pingOverPath(65);
+    expectSame(run, ['direct_up', 'direct_dropped', 'direct_revoked']);
+    expect(run.after.b1.direct_asks).toBeGreaterThan(run.before.b1.direct_asks);
     expect(await revocations()).toBe(revokedBefore);
     expect((await directTo('b1', '10.1.0.11')).state).toBe('up');
     expect((await ov.tinyvrStatus('b1')).shortcuts.find((s: any) => s.vr === 1)?.state).toBe('up');
@@ -170,15 +174,8 @@ describe.skipIf(!support.ok)('direct paths between TinyVRs behind NAT', () => {
       const [a, b] = [(await ov.fullvrStatus('a')).counters, (await ov.fullvrStatus('b')).counters];
       return { revocations: a.direct_revocations + b.direct_revocations, expired: a.members_expired + b.members_expired };
     };
-    const before = await pairCounters();
     const f0 = await fullvrs();
-    const p = await lab.ping('a1', '10.2.0.11', { count: 100, interval: 0.2 });
-    expect(p.received).toBe(100);
-    const after = await pairCounters();
-    for (const vm of ['a1', 'b1'] as const) {
-      expect(after[vm].direct_up).toBe(before[vm].direct_up);
-      expect(after[vm].direct_revoked).toBe(before[vm].direct_revoked);
-    }
+    expectSame(await pingOverPath(100), ['direct_up', 'direct_revoked']);
     const f1 = await fullvrs();
     console.log(`20 s over the direct path: shortcut members let go ${f1.expired - f0.expired}, revocations ${f1.revocations - f0.revocations}`);
     // (Whether a FullVR that introduced them is among those letting a member go depends on
